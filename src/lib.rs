@@ -1,0 +1,13 @@
+//! `invited` records meetings on request.
+//!
+//! One message goes through these steps (design.md, "Data flow"):
+//! ```text
+//! intake (file, SMTP, IMAP) ─► store raw ─► mime::extract ─► ics::parse_calendar
+//!   ─► store version ─► state::current ─► eligibility::decide ─► schedule::plan ─► store jobs
+//! ```
+//! Pure steps (`mime`, `ics`, `conference`, `state`, `eligibility`, `schedule`) take
+//! values and return values; only `store`, `intake` and `http` touch the outside world.
+
+pub mod ics;
+pub mod mime;
+pub mod model;
