@@ -1,0 +1,207 @@
+//! Recognising calendar text by its bytes, whatever the MIME labels say.
+//!
+//! Senders label invites badly (octet-stream, text/plain, no label at all) and some
+//! write them in UTF-16, so the walk dispatches on content as well as on names.
+
+use std::borrow::Cow;
+
+use mail_parser::parsers::MessageStream;
+
+const BEGIN: &[u8] = b"BEGIN:VCALENDAR";
+const END: &[u8] = b"END:VCALENDAR";
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Drops leading lines that hold only whitespace.
+///
+/// mail-parser reads a first blank line as the end of an empty header block, so
+/// a mail that starts with a line of spaces (seen from iCloud) would lose its
+/// headers and its whole MIME structure.
+pub(super) fn skip_blank_lines(raw: &[u8]) -> &[u8] {
+    let blank = raw.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    match raw[..blank].iter().rposition(|&b| b == b'\n') {
+        Some(newline) => &raw[newline + 1..],
+        None => raw,
+    }
+}
+
+/// Whether the bytes start (after a BOM and up to 1 KiB of whitespace) with `BEGIN:VCALENDAR`,
+/// in UTF-8/ASCII or in UTF-16 of either byte order, with or without BOM.
+pub(super) fn starts_with_calendar(bytes: &[u8]) -> bool {
+    let head = ascii_head(bytes, 1024);
+    let text = trim_start(&head);
+    text.len() >= BEGIN.len() && text[..BEGIN.len()].eq_ignore_ascii_case(BEGIN)
+}
+
+/// The first `limit` characters as single bytes: UTF-16 code units are narrowed
+/// to their low byte, so ASCII keywords can be compared in any encoding.
+fn ascii_head(bytes: &[u8], limit: usize) -> Vec<u8> {
+    match utf16_order(bytes) {
+        Some((body, little_endian)) => body
+            .chunks_exact(2)
+            .take(limit)
+            .map(|pair| if little_endian { pair[0] } else { pair[1] })
+            .collect(),
+        None => {
+            let body = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
+            body.iter().take(limit).copied().collect()
+        }
+    }
+}
+
+/// The UTF-16 body (after any BOM) and whether it is little-endian, or `None`
+/// when the bytes do not look like UTF-16.
+fn utf16_order(bytes: &[u8]) -> Option<(&[u8], bool)> {
+    match bytes {
+        [0xFF, 0xFE, rest @ ..] => Some((rest, true)),
+        [0xFE, 0xFF, rest @ ..] => Some((rest, false)),
+        [first, 0, ..] if *first != 0 => Some((bytes, true)),
+        [0, second, ..] if *second != 0 => Some((bytes, false)),
+        _ => None,
+    }
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let skip = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &bytes[skip..]
+}
+
+/// Every `BEGIN:VCALENDAR` … `END:VCALENDAR` span of plain text in `raw`.
+///
+/// The last resort when the MIME structure hid the calendar (a part under a
+/// boundary that was never declared): the text is still in the mail. A span
+/// that still carries quoted-printable escapes is decoded first.
+pub(super) fn calendar_spans(raw: &[u8]) -> Vec<Cow<'_, [u8]>> {
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(start) = find_ignore_case(&raw[from..], BEGIN).map(|i| from + i) {
+        let Some(end) = find_ignore_case(&raw[start..], END).map(|i| start + i + END.len()) else {
+            break;
+        };
+        spans.push(decode_if_quoted_printable(&raw[start..end]));
+        from = end;
+    }
+    spans
+}
+
+fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Decodes a span that shows quoted-printable marks (`=0D=0A`, `=3D`, soft line
+/// breaks); an iCalendar text has none of them on its own.
+fn decode_if_quoted_printable(span: &[u8]) -> Cow<'_, [u8]> {
+    let soft_break = span.windows(2).any(|w| w == b"=\n") || span.windows(3).any(|w| w == b"=\r\n");
+    let escaped =
+        find_ignore_case(span, b"=0D=0A").is_some() || find_ignore_case(span, b"=3D").is_some();
+    if soft_break || escaped {
+        MessageStream::new(span)
+            .decode_quoted_printable_mime(b"")
+            .1
+            .into_owned()
+            .into()
+    } else {
+        Cow::Borrowed(span)
+    }
+}
+
+/// How many times `message/rfc822` or `message/global` appears (any case): an
+/// upper bound on the forwarded-message parts mail-parser would build.
+pub(super) fn count_forwarded_parts(raw: &[u8]) -> usize {
+    const TYPE: &[u8] = b"message/";
+    let subtype_at = |i: usize| raw.get(i..).unwrap_or_default();
+    raw.iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'/' && i + 1 >= TYPE.len())
+        .filter(|&(i, _)| raw[i + 1 - TYPE.len()..=i].eq_ignore_ascii_case(TYPE))
+        .filter(|&(i, _)| {
+            let rest = subtype_at(i + 1);
+            [&b"rfc822"[..], b"global"]
+                .iter()
+                .any(|s| rest.len() >= s.len() && rest[..s.len()].eq_ignore_ascii_case(s))
+        })
+        .count()
+}
+
+/// The bytes with CRLF and CR turned into LF and outer whitespace trimmed: two
+/// copies of one invite (inline part and attachment) differ only in that.
+pub(super) fn normalised(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut iter = bytes.iter().peekable();
+    while let Some(&b) = iter.next() {
+        if b == b'\r' {
+            if iter.peek() == Some(&&b'\n') {
+                continue;
+            }
+            out.push(b'\n');
+        } else {
+            out.push(b);
+        }
+    }
+    let start = out.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let end = out.len()
+        - out[start..]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+    out[start..end].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_calendar_starts() {
+        assert!(starts_with_calendar(b"BEGIN:VCALENDAR\r\n"));
+        assert!(starts_with_calendar(b"\xEF\xBB\xBF \r\nbegin:vcalendar\n"));
+        assert!(starts_with_calendar(
+            b"\xFF\xFEB\0E\0G\0I\0N\0:\0V\0C\0A\0L\0E\0N\0D\0A\0R\0"
+        ));
+        assert!(starts_with_calendar(
+            b"B\0E\0G\0I\0N\0:\0V\0C\0A\0L\0E\0N\0D\0A\0R\0\r\0\n\0"
+        ));
+        assert!(starts_with_calendar(
+            b"\0B\0E\0G\0I\0N\0:\0V\0C\0A\0L\0E\0N\0D\0A\0R"
+        ));
+        assert!(!starts_with_calendar(b"Hello BEGIN:VCALENDAR"));
+        assert!(!starts_with_calendar(b""));
+        assert!(!starts_with_calendar(b"BEGIN:VCAL"));
+    }
+
+    #[test]
+    fn skips_only_whole_blank_lines() {
+        assert_eq!(skip_blank_lines(b"   \r\n\nFrom: a"), b"From: a");
+        assert_eq!(skip_blank_lines(b"  From: a"), b"  From: a");
+        assert_eq!(skip_blank_lines(b""), b"");
+    }
+
+    #[test]
+    fn finds_spans_and_decodes_quoted_printable() {
+        let raw =
+            b"x BEGIN:VCALENDAR\nA\nEND:VCALENDAR y begin:vcalendar=0D=0AB=0D=0Aend:vcalendar";
+        let spans = calendar_spans(raw);
+        assert_eq!(spans.len(), 2);
+        assert_eq!(&*spans[0], b"BEGIN:VCALENDAR\nA\nEND:VCALENDAR");
+        assert_eq!(&*spans[1], b"begin:vcalendar\r\nB\r\nend:vcalendar");
+        assert!(calendar_spans(b"BEGIN:VCALENDAR no end").is_empty());
+    }
+
+    #[test]
+    fn counts_forwarded_parts() {
+        assert_eq!(
+            count_forwarded_parts(
+                b"Content-Type: Message/RFC822\nmessage/global message/partial /rfc822"
+            ),
+            2
+        );
+        assert_eq!(count_forwarded_parts(b"/"), 0);
+    }
+
+    #[test]
+    fn normalises_line_ends_and_trims() {
+        assert_eq!(normalised(b"\r\nA\r\nB\rC\n \n"), b"A\nB\nC");
+    }
+}
