@@ -11,3 +11,14 @@
 pub mod ics;
 pub mod mime;
 pub mod model;
+pub mod conference;
+pub mod config;
+pub mod eligibility;
+pub mod schedule;
+pub mod state;
+pub mod store;
+pub mod pipeline;
+pub mod cli;
+pub mod http;
+pub mod serve;
+pub mod telemetry;

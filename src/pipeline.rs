@@ -1,0 +1,533 @@
+//! One message through the steps of design.md: extract → normalise → (store) → current
+//! state → eligibility → jobs. `explain` runs them without writing; `process_message`
+//! runs them against the store.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::conference::{self, Conference, ConsentLink};
+use crate::config::{Config, SenderAuth, Tenant};
+use crate::eligibility::{self, Decision, Facts, Reason, ReasonCode, Requester};
+use crate::model::{EventVersion, Extracted};
+use crate::schedule::{self, ActiveJob, JobChange, JobTiming};
+use crate::store::{EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError};
+use crate::{ics, mime, state};
+
+/// The stable `explain --json` object (design.md, "Machine interface").
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub recipient_tenant: Option<String>,
+    pub requester: Option<Requester>,
+    pub reasons: Vec<Reason>,
+    pub events: Vec<ExplainedEvent>,
+    /// What could not be read in the mail or its calendars.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainedEvent {
+    pub uid: String,
+    pub recurrence_id: Option<DateTime<Utc>>,
+    pub method: Option<String>,
+    pub sequence: i64,
+    pub dtstamp: Option<DateTime<Utc>>,
+    pub status: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub timezone: Option<String>,
+    pub all_day: bool,
+    pub summary: Option<String>,
+    pub organizer: Option<String>,
+    pub attendees: Vec<String>,
+    pub rrule: Option<String>,
+    pub conference: Option<ConferenceView>,
+    pub decision: Decision,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConferenceView {
+    pub provider: Option<String>,
+    pub url: String,
+    pub consent: Option<ConsentLink>,
+}
+
+impl From<&Conference> for ConferenceView {
+    fn from(c: &Conference) -> Self {
+        ConferenceView { provider: c.provider.map(|p| p.as_str().to_string()), url: c.url.clone(), consent: c.consent.clone() }
+    }
+}
+
+/// What the MIME and ICS steps read from one message for one tenant.
+pub struct Reading<'c> {
+    pub extracted: Extracted,
+    /// Tenants the message is addressed to, in config order.
+    pub tenants: Vec<&'c Tenant>,
+}
+
+/// Reads sender, recipients and calendars. Recipients: the envelope when given, else the headers.
+pub fn read_message<'c>(config: &'c Config, raw: &[u8], envelope_rcpts: &[String]) -> Reading<'c> {
+    let extracted = mime::extract(raw, &config.limits.mime());
+    let addresses = if envelope_rcpts.is_empty() { &extracted.header_recipients } else { envelope_rcpts };
+    let mut tenants: Vec<&Tenant> = Vec::new();
+    for a in addresses {
+        if let Some(t) = config.tenant_for_address(a) {
+            if !tenants.iter().any(|k| k.id == t.id) {
+                tenants.push(t);
+            }
+        }
+    }
+    tenants.sort_by_key(|t| config.tenants.iter().position(|k| k.id == t.id));
+    Reading { extracted, tenants }
+}
+
+/// Every event of the message, read in `tz`, one per (UID, RECURRENCE-ID, SEQUENCE): the same
+/// invite as a part and as an attachment counts once (the copy that names a METHOD wins).
+pub fn read_events(config: &Config, extracted: &Extracted, tz: chrono_tz::Tz) -> (Vec<EventVersion>, usize, Vec<String>) {
+    let mut events: Vec<EventVersion> = Vec::new();
+    let mut without_uid = 0;
+    let mut problems = extracted.problems.clone();
+    for part in &extracted.calendars {
+        let parsed = ics::parse_calendar(part, tz, &config.limits.ics());
+        without_uid += parsed.events_without_uid;
+        problems.extend(parsed.problems);
+        for e in parsed.events {
+            let same = |k: &EventVersion| k.uid == e.uid && k.recurrence_id == e.recurrence_id && k.sequence == e.sequence;
+            match events.iter_mut().find(|k| same(k)) {
+                Some(k) if k.method.is_none() && e.method.is_some() => *k = e,
+                Some(_) => {}
+                None => events.push(e),
+            }
+        }
+    }
+    (events, without_uid, problems)
+}
+
+/// Whole-message reasons (precise rule 1).
+fn message_reasons(reading: &Reading, events: &[EventVersion], without_uid: usize, problems: &[String]) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    if reading.tenants.is_empty() {
+        reasons.push(Reason::new(
+            ReasonCode::UnknownRecipient,
+            "the mail is not addressed to any company's assistant address",
+        ));
+    }
+    if events.is_empty() {
+        let mut message = if without_uid > 0 {
+            format!("the mail's calendar has {without_uid} event(s) but none with a UID")
+        } else if reading.extracted.calendars.is_empty() {
+            "the mail holds no calendar invite".to_string()
+        } else {
+            "the mail's calendar holds no event".to_string()
+        };
+        if let Some(hint) = problems.iter().find(|p| p.contains("TNEF")) {
+            message = format!("{message}: {hint}");
+        }
+        reasons.push(Reason::new(ReasonCode::NoInviteFound, message));
+    }
+    reasons
+}
+
+/// How the tenant's policy judges the mail's From (precise rule 3).
+fn from_authenticated(tenant: &Tenant) -> bool {
+    tenant.sender_auth == SenderAuth::None
+}
+
+/// Everything a decision about one event needs besides the event.
+pub struct EventContext<'a> {
+    pub config: &'a Config,
+    pub tenant: &'a Tenant,
+    pub now: DateTime<Utc>,
+}
+
+/// The decision for `requester` on the current state, and the jobs the current state calls
+/// for: those of the first requester (past or present) for whom the meeting is eligible,
+/// so that an ineligible second forwarder cannot cancel a job someone else was entitled to.
+pub fn decide_event(
+    ctx: &EventContext,
+    current: &EventVersion,
+    requester: Option<&Requester>,
+    past_requesters: &[Requester],
+    active_jobs: &[ActiveJob],
+) -> (Decision, Option<Conference>, Vec<JobChange>, Vec<String>) {
+    let conference = conference::detect(&current.links, ctx.tenant.consent_base_url.as_deref());
+    let occurrences =
+        schedule::upcoming_occurrences(current, ctx.tenant.timezone(), ctx.now, ctx.config.limits.max_occurrences);
+    let decide_for = |r: Option<&Requester>| {
+        eligibility::decide(&Facts {
+            tenant: ctx.tenant,
+            scheduling: &ctx.config.scheduling,
+            requester: r,
+            event: current,
+            conference: conference.as_ref(),
+            timing: occurrences.timing(),
+            now: ctx.now,
+        })
+    };
+    let decision = decide_for(requester);
+    let mut asked: Vec<&Requester> = requester.into_iter().collect();
+    for p in past_requesters {
+        if !asked.iter().any(|a| a.email == p.email) {
+            asked.push(p);
+        }
+    }
+    let eligible: Vec<(&Requester, Decision)> =
+        asked.into_iter().map(|r| (r, decide_for(Some(r)))).filter(|(_, d)| d.eligible).collect();
+    let desired = match (eligible.first(), conference.as_ref()) {
+        (Some((_, d)), Some(c)) => {
+            let timing = JobTiming {
+                join_lead_seconds: ctx.config.scheduling.join_lead_seconds,
+                cloud_fetch_delay_seconds: ctx.config.scheduling.cloud_fetch_delay_seconds,
+                horizon_days: ctx.config.scheduling.horizon_days,
+            };
+            let provider = c.provider.map_or("", |p| p.as_str());
+            schedule::desired_jobs(d, &occurrences, provider, &c.url, &timing, ctx.now)
+        }
+        _ => vec![],
+    };
+    let requesters = eligible.iter().map(|(r, _)| r.email.clone()).collect();
+    (decision, conference, schedule::diff_jobs(active_jobs, &desired), requesters)
+}
+
+/// The requester of a mail for one tenant, from its From and an event's organizer.
+pub fn requester_for(tenant: &Tenant, extracted: &Extracted, event: Option<&EventVersion>) -> Option<Requester> {
+    eligibility::resolve_requester(
+        tenant,
+        extracted.from.as_deref(),
+        from_authenticated(tenant),
+        event.and_then(|e| e.organizer.as_ref()),
+    )
+}
+
+/// Steps 2–6 without writing anything: what would happen to this mail now.
+pub fn explain(config: &Config, raw: &[u8], envelope_rcpts: &[String], now: DateTime<Utc>) -> Explanation {
+    let reading = read_message(config, raw, envelope_rcpts);
+    let tenant = reading.tenants.first().copied();
+    let tz = tenant.map_or(chrono_tz::UTC, |t| t.timezone());
+    let (events, without_uid, problems) = read_events(config, &reading.extracted, tz);
+    let reasons = message_reasons(&reading, &events, without_uid, &problems);
+    let requester = tenant.and_then(|t| requester_for(t, &reading.extracted, events.first()));
+    let events = events
+        .iter()
+        .map(|e| {
+            let (decision, conference) = match tenant {
+                Some(t) => {
+                    let ctx = EventContext { config, tenant: t, now };
+                    let r = requester_for(t, &reading.extracted, Some(e));
+                    let (d, c, _, _) = decide_event(&ctx, e, r.as_ref(), &[], &[]);
+                    (d, c)
+                }
+                None => (
+                    Decision {
+                        eligible: false,
+                        reasons: vec![Reason::new(ReasonCode::UnknownRecipient, "no company to decide for")],
+                        plan: None,
+                        skipped: vec![],
+                    },
+                    conference::detect(&e.links, None),
+                ),
+            };
+            explained(e, conference.as_ref(), decision)
+        })
+        .collect();
+    Explanation { recipient_tenant: tenant.map(|t| t.id.clone()), requester, reasons, events, problems }
+}
+
+fn explained(e: &EventVersion, conference: Option<&Conference>, decision: Decision) -> ExplainedEvent {
+    ExplainedEvent {
+        uid: e.uid.clone(),
+        recurrence_id: e.recurrence_id,
+        method: e.method.clone(),
+        sequence: e.sequence,
+        dtstamp: e.dtstamp,
+        status: e.status.clone(),
+        start: e.start,
+        end: e.end,
+        timezone: e.timezone.clone(),
+        all_day: e.all_day,
+        summary: e.summary.clone(),
+        organizer: e.organizer.as_ref().map(|o| o.email.clone()),
+        attendees: e.attendees.clone(),
+        rrule: e.rrule.clone(),
+        conference: conference.map(ConferenceView::from),
+        decision,
+        problems: e.problems.clone(),
+    }
+}
+
+/// Identity of a version: its content without DTSTAMP (Outlook stamps every forward anew)
+/// and without the reader's problem notes.
+pub fn version_hash(v: &EventVersion) -> String {
+    let mut canonical = v.clone();
+    canonical.dtstamp = None;
+    canonical.problems.clear();
+    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Why a message could not be taken in or processed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("message is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("not a mail message: {0}")]
+    NotMail(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IngestError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::TooLarge { .. } => "message_too_large",
+            IngestError::NotMail(_) => "not_mail",
+            IngestError::Store(e) => e.code(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, IngestError::Store(e) if e.is_transient())
+    }
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcessReport {
+    pub message_id: i64,
+    /// The same bytes had already been received and processed.
+    pub duplicate_message: bool,
+    pub tenants: Vec<String>,
+    pub reasons: Vec<Reason>,
+    pub versions_stored: usize,
+    pub eligible_decisions: usize,
+    pub jobs_created: usize,
+    pub jobs_rescheduled: usize,
+    pub jobs_cancelled: usize,
+}
+
+/// Spools a message durably, then processes it. Bytes that look nothing like a mail are refused
+/// before anything is stored.
+pub async fn ingest(
+    store: &dyn Store,
+    config: &Config,
+    raw: Vec<u8>,
+    source: Source,
+    envelope_from: Option<String>,
+    envelope_rcpts: Vec<String>,
+    now: DateTime<Utc>,
+) -> Result<ProcessReport, IngestError> {
+    if raw.len() > config.limits.max_message_bytes {
+        return Err(IngestError::TooLarge { size: raw.len(), limit: config.limits.max_message_bytes });
+    }
+    check_looks_like_mail(&raw)?;
+    let extracted = mime::extract(&raw, &config.limits.mime());
+    let new = NewMessage {
+        sha256: hex::encode(Sha256::digest(&raw)),
+        message_id: extracted.message_id.clone(),
+        raw,
+        source,
+        envelope_from,
+        envelope_rcpts,
+        received_at: now,
+    };
+    let spooled = store.spool_message(&new).await?;
+    info!(
+        message_id = spooled.id,
+        header_message_id = new.message_id.as_deref().unwrap_or(""),
+        size = new.raw.len(),
+        source = source.as_str(),
+        duplicate = !spooled.inserted,
+        "message_received"
+    );
+    if !spooled.inserted {
+        let stored = store.load_message(spooled.id).await?;
+        if stored.is_some_and(|m| m.status == "processed") {
+            info!(message_id = spooled.id, "message_duplicate");
+            return Ok(ProcessReport { message_id: spooled.id, duplicate_message: true, ..ProcessReport::default() });
+        }
+    }
+    process_message(store, config, spooled.id, now).await
+}
+
+/// A mail has a header block or is itself a calendar; anything else is refused with one line.
+fn check_looks_like_mail(raw: &[u8]) -> Result<(), IngestError> {
+    let head = &raw[..raw.len().min(4096)];
+    let text = String::from_utf8_lossy(head);
+    let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    let calendar = trimmed.get(..15).is_some_and(|s| s.eq_ignore_ascii_case("BEGIN:VCALENDAR"))
+        || head.windows(4).any(|w| w == b"B\0E\0" || w == b"\0B\0E");
+    let header = trimmed
+        .lines()
+        .next()
+        .and_then(|l| l.split_once(':'))
+        .is_some_and(|(name, _)| !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if raw.is_empty() {
+        return Err(IngestError::NotMail("the file is empty".into()));
+    }
+    if calendar || header {
+        Ok(())
+    } else {
+        Err(IngestError::NotMail("it starts with neither a mail header nor BEGIN:VCALENDAR".into()))
+    }
+}
+
+/// Runs steps 2–7 for a spooled message and records the outcome on it. Safe to run again
+/// (`reprocess`, start-up resume): versions are deduplicated and jobs follow the state.
+pub async fn process_message(
+    store: &dyn Store,
+    config: &Config,
+    message_id: i64,
+    now: DateTime<Utc>,
+) -> Result<ProcessReport, IngestError> {
+    let Some(message) = store.load_message(message_id).await? else {
+        return Err(IngestError::NotMail(format!("message {message_id} is not in the store")));
+    };
+    let result = process_loaded(store, config, message_id, &message.raw, &message.envelope_rcpts, now).await;
+    match &result {
+        Ok(report) => {
+            let outcome = serde_json::to_value(report).unwrap_or_default();
+            store.finish_message(message_id, &outcome, None, now).await?;
+        }
+        Err(e) if !e.is_transient() => {
+            warn!(message_id, error_code = e.code(), error = %e, "message_failed");
+            let _ = store.finish_message(message_id, &serde_json::Value::Null, Some(&e.to_string()), now).await;
+        }
+        Err(e) => warn!(message_id, error_code = e.code(), error = %e, "message_deferred"),
+    }
+    result
+}
+
+async fn process_loaded(
+    store: &dyn Store,
+    config: &Config,
+    message_id: i64,
+    raw: &[u8],
+    envelope_rcpts: &[String],
+    now: DateTime<Utc>,
+) -> Result<ProcessReport, IngestError> {
+    let reading = read_message(config, raw, envelope_rcpts);
+    let mut report = ProcessReport {
+        message_id,
+        tenants: reading.tenants.iter().map(|t| t.id.clone()).collect(),
+        ..ProcessReport::default()
+    };
+    if reading.tenants.is_empty() {
+        let (events, without_uid, problems) = read_events(config, &reading.extracted, chrono_tz::UTC);
+        report.reasons = message_reasons(&reading, &events, without_uid, &problems);
+        log_message_reasons(message_id, None, &report.reasons);
+        return Ok(report);
+    }
+    for tenant in &reading.tenants {
+        let (events, without_uid, problems) = read_events(config, &reading.extracted, tenant.timezone());
+        info!(message_id, tenant = %tenant.id, calendars = reading.extracted.calendars.len(), events = events.len(), problems = problems.len(), "calendar_extracted");
+        let reasons = message_reasons(&reading, &events, without_uid, &problems);
+        log_message_reasons(message_id, Some(&tenant.id), &reasons);
+        report.reasons.extend(reasons);
+        let mut seen = HashSet::new();
+        for event in &events {
+            if !seen.insert((event.uid.clone(), event.recurrence_id, event.sequence)) {
+                continue;
+            }
+            record_one(store, config, tenant, &reading.extracted, message_id, event, now, &mut report).await?;
+        }
+    }
+    Ok(report)
+}
+
+fn log_message_reasons(message_id: i64, tenant: Option<&str>, reasons: &[Reason]) {
+    for r in reasons {
+        info!(message_id, tenant = tenant.unwrap_or(""), eligible = false, reason = r.code.as_str(), "decision_made");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_one(
+    store: &dyn Store,
+    config: &Config,
+    tenant: &Tenant,
+    extracted: &Extracted,
+    message_id: i64,
+    event: &EventVersion,
+    now: DateTime<Utc>,
+    report: &mut ProcessReport,
+) -> Result<(), IngestError> {
+    let key = EventKey { tenant: tenant.id.clone(), uid: event.uid.clone(), recurrence_id: event.recurrence_id };
+    let requester = requester_for(tenant, extracted, Some(event));
+    let ctx = EventContext { config, tenant, now };
+    let decide = |history: &EventHistory| -> EventOutcome {
+        let current = state::current(history.versions.iter().map(|v| (&v.version, v.id)));
+        let current_id = history.versions.iter().find(|v| Some(&v.version) == current).map(|v| v.id);
+        match current {
+            Some(current) => {
+                let (decision, _, job_changes, job_requesters) =
+                    decide_event(&ctx, current, requester.as_ref(), &history.past_requesters, &history.active_jobs);
+                EventOutcome { current_version_id: current_id, requester: requester.clone(), decision, job_changes, job_requesters }
+            }
+            None => EventOutcome {
+                current_version_id: None,
+                requester: requester.clone(),
+                decision: Decision {
+                    eligible: false,
+                    reasons: vec![Reason::new(
+                        ReasonCode::NoInviteFound,
+                        "only replies (REPLY, COUNTER, REFRESH) have been received for this event",
+                    )],
+                    plan: None,
+                    skipped: vec![],
+                },
+                job_changes: vec![],
+                job_requesters: vec![],
+            },
+        }
+    };
+    let recorded = store.record_event(&key, message_id, event, &version_hash(event), now, &decide).await?;
+    let rid = event.recurrence_id.map(|r| r.to_rfc3339()).unwrap_or_default();
+    info!(
+        message_id,
+        tenant = %tenant.id,
+        uid = %event.uid,
+        recurrence_id = %rid,
+        sequence = event.sequence,
+        method = event.method.as_deref().unwrap_or(""),
+        version_id = recorded.version_id,
+        new = recorded.version_is_new,
+        "version_stored"
+    );
+    let outcome = &recorded.outcome;
+    let codes: Vec<&str> = outcome.decision.reasons.iter().map(|r| r.code.as_str()).collect();
+    info!(
+        message_id,
+        tenant = %tenant.id,
+        uid = %event.uid,
+        requester = outcome.requester.as_ref().map_or("", |r| r.email.as_str()),
+        eligible = outcome.decision.eligible,
+        reasons = %codes.join(","),
+        "decision_made"
+    );
+    report.versions_stored += usize::from(recorded.version_is_new);
+    report.eligible_decisions += usize::from(outcome.decision.eligible);
+    let mut created = recorded.created_job_ids.iter();
+    for change in &outcome.job_changes {
+        match change {
+            JobChange::Create(spec) => {
+                report.jobs_created += 1;
+                info!(job_id = created.next().copied().unwrap_or_default(), tenant = %tenant.id, uid = %event.uid,
+                      kind = spec.kind.as_str(), run_at = %spec.run_at.to_rfc3339(), occurrence_start = %spec.occurrence_start.to_rfc3339(), "job_scheduled");
+            }
+            JobChange::Reschedule { id, old_run_at, spec } => {
+                report.jobs_rescheduled += 1;
+                info!(job_id = id, tenant = %tenant.id, uid = %event.uid, kind = spec.kind.as_str(),
+                      old_run_at = %old_run_at.to_rfc3339(), run_at = %spec.run_at.to_rfc3339(), "job_rescheduled");
+            }
+            JobChange::Cancel { id, run_at } => {
+                report.jobs_cancelled += 1;
+                info!(job_id = id, tenant = %tenant.id, uid = %event.uid, run_at = %run_at.to_rfc3339(), "job_cancelled");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! Occurrences and capture jobs: which occurrences of an event lie ahead, and which
+//! jobs a decision calls for. Pure: `now` is passed in.
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use rrule::RRuleSet;
+use serde::Serialize;
+
+use crate::eligibility::{Decision, Flag, PlanKind, Timing};
+use crate::model::EventVersion;
+
+/// One occurrence of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occurrence {
+    /// The occurrence's start as the series generates it: its identity within the series.
+    pub slot: Option<DateTime<Utc>>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// Occurrences that have not ended, in start order, and what could not be expanded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Occurrences {
+    pub upcoming: Vec<Occurrence>,
+    /// True when the event has a start time at all.
+    pub has_start: bool,
+    pub problems: Vec<String>,
+}
+
+impl Occurrences {
+    pub fn timing(&self) -> Timing {
+        match (self.has_start, self.upcoming.first()) {
+            (false, _) => Timing::NoStart,
+            (true, None) => Timing::Ended,
+            (true, Some(o)) => Timing::Next { start: o.start, end: o.end },
+        }
+    }
+}
+
+/// The occurrences of `event` that end after `now`, at most `max`. A series is expanded
+/// from its RRULE/RDATE/EXDATE in the zone it was written in (`fallback_tz` when that
+/// zone is not an IANA one).
+pub fn upcoming_occurrences(
+    event: &EventVersion,
+    fallback_tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+    max: usize,
+) -> Occurrences {
+    let Some(start) = event.start else { return Occurrences::default() };
+    let end = event.end.unwrap_or(start).max(start);
+    let single = |problems| Occurrences {
+        upcoming: (end > now || (end == start && start >= now))
+            .then_some(Occurrence { slot: None, start, end })
+            .into_iter()
+            .collect(),
+        has_start: true,
+        problems,
+    };
+    if event.recurrence_id.is_some() || (event.rrule.is_none() && event.rdates.is_empty()) {
+        return single(vec![]);
+    }
+    let tz = event.timezone.as_deref().and_then(|t| t.parse::<chrono_tz::Tz>().ok()).unwrap_or(fallback_tz);
+    match expand(event, tz, start, end - start, now, max) {
+        Ok(upcoming) => Occurrences { upcoming, has_start: true, problems: vec![] },
+        Err(e) => single(vec![format!("recurrence not expanded, only the first occurrence is used: {e}")]),
+    }
+}
+
+fn expand(
+    event: &EventVersion,
+    tz: chrono_tz::Tz,
+    start: DateTime<Utc>,
+    duration: Duration,
+    now: DateTime<Utc>,
+    max: usize,
+) -> Result<Vec<Occurrence>, String> {
+    let rtz: rrule::Tz = tz.into();
+    let local = |t: DateTime<Utc>| t.with_timezone(&rtz);
+    let mut set = RRuleSet::new(local(start));
+    if let Some(rule) = &event.rrule {
+        let rule = normalise_until(rule, tz);
+        let parsed: rrule::RRule<rrule::Unvalidated> = rule.parse().map_err(|e| format!("{e}"))?;
+        set = set.rrule(parsed.validate(local(start)).map_err(|e| format!("{e}"))?);
+    }
+    for d in &event.rdates {
+        set = set.rdate(local(*d));
+    }
+    for d in &event.exdates {
+        set = set.exdate(local(*d));
+    }
+    // Occurrences that are still running at `now` started up to `duration` earlier.
+    let after = local(now - duration - Duration::seconds(1));
+    let limit = u16::try_from(max).unwrap_or(u16::MAX);
+    let result = set.after(after).all(limit);
+    Ok(result
+        .dates
+        .into_iter()
+        .map(|d| {
+            let s = d.with_timezone(&Utc);
+            Occurrence { slot: Some(s), start: s, end: s + duration }
+        })
+        .filter(|o| o.end > now)
+        .collect())
+}
+
+/// rrule wants UNTIL in UTC when DTSTART has a zone; real invites write it as a DATE or
+/// as local time. Both are read in the event's zone (end of day for a DATE).
+fn normalise_until(rule: &str, tz: chrono_tz::Tz) -> String {
+    rule.split(';')
+        .map(|part| {
+            let Some(value) = part.strip_prefix("UNTIL=").or_else(|| part.strip_prefix("until=")) else {
+                return part.trim().to_string();
+            };
+            let value = value.trim();
+            let local = if let Ok(d) = NaiveDate::parse_from_str(value, "%Y%m%d") {
+                d.and_hms_opt(23, 59, 59)
+            } else if !value.ends_with('Z') {
+                NaiveDateTime::parse_from_str(value, "%Y%m%dT%H%M%S").ok()
+            } else {
+                None
+            };
+            match local.and_then(|l| tz.from_local_datetime(&l).earliest()) {
+                Some(t) => format!("UNTIL={}", t.with_timezone(&Utc).format("%Y%m%dT%H%M%SZ")),
+                None => format!("UNTIL={value}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// A capture job the current state calls for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobSpec {
+    /// Identity of the occurrence within its event: the generated start for a series, None otherwise.
+    pub slot: Option<DateTime<Utc>>,
+    pub occurrence_start: DateTime<Utc>,
+    pub occurrence_end: DateTime<Utc>,
+    pub kind: PlanKind,
+    pub run_at: DateTime<Utc>,
+    pub provider: String,
+    pub meeting_url: String,
+    pub flags: Vec<Flag>,
+}
+
+/// Settings the job plan needs besides the decision.
+pub struct JobTiming {
+    pub join_lead_seconds: i64,
+    pub cloud_fetch_delay_seconds: i64,
+    pub horizon_days: i64,
+}
+
+/// The jobs an eligible decision asks for: one per occurrence that starts within the horizon
+/// (or is under way). An ineligible decision asks for none.
+pub fn desired_jobs(
+    decision: &Decision,
+    occurrences: &Occurrences,
+    provider: &str,
+    meeting_url: &str,
+    timing: &JobTiming,
+    now: DateTime<Utc>,
+) -> Vec<JobSpec> {
+    let Some(plan) = decision.plan.as_ref().filter(|_| decision.eligible) else { return vec![] };
+    let horizon_end = now + Duration::days(timing.horizon_days);
+    occurrences
+        .upcoming
+        .iter()
+        .filter(|o| o.start <= horizon_end)
+        .map(|o| JobSpec {
+            slot: o.slot,
+            occurrence_start: o.start,
+            occurrence_end: o.end,
+            kind: plan.kind,
+            run_at: match plan.kind {
+                PlanKind::BotJoin => (o.start - Duration::seconds(timing.join_lead_seconds)).max(now),
+                PlanKind::CloudFetch => o.end + Duration::seconds(timing.cloud_fetch_delay_seconds),
+            },
+            provider: provider.to_string(),
+            meeting_url: meeting_url.to_string(),
+            flags: plan.flags.clone(),
+        })
+        .collect()
+}
+
+/// A job that exists and may still run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveJob {
+    pub id: i64,
+    pub slot: Option<DateTime<Utc>>,
+    pub kind: PlanKind,
+    pub occurrence_start: DateTime<Utc>,
+    pub run_at: DateTime<Utc>,
+    pub meeting_url: String,
+    pub flags: Vec<Flag>,
+}
+
+/// What must change to get from the active jobs to the desired ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobChange {
+    Create(JobSpec),
+    Reschedule { id: i64, old_run_at: DateTime<Utc>, spec: JobSpec },
+    Cancel { id: i64, run_at: DateTime<Utc> },
+}
+
+/// Matches jobs by (slot, kind): a moved single meeting is rescheduled, not replaced.
+pub fn diff_jobs(active: &[ActiveJob], desired: &[JobSpec]) -> Vec<JobChange> {
+    let mut changes = Vec::new();
+    for spec in desired {
+        match active.iter().find(|a| a.slot == spec.slot && a.kind == spec.kind) {
+            None => changes.push(JobChange::Create(spec.clone())),
+            Some(a) => {
+                let same = a.run_at == spec.run_at
+                    && a.occurrence_start == spec.occurrence_start
+                    && a.meeting_url == spec.meeting_url
+                    && a.flags == spec.flags;
+                if !same {
+                    changes.push(JobChange::Reschedule { id: a.id, old_run_at: a.run_at, spec: spec.clone() });
+                }
+            }
+        }
+    }
+    for a in active {
+        if !desired.iter().any(|d| d.slot == a.slot && d.kind == a.kind) {
+            changes.push(JobChange::Cancel { id: a.id, run_at: a.run_at });
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eligibility::Plan;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn event(start: &str, end: &str) -> EventVersion {
+        EventVersion {
+            uid: "u".into(),
+            recurrence_id: None,
+            sequence: 0,
+            dtstamp: None,
+            method: Some("REQUEST".into()),
+            status: None,
+            start: Some(at(start)),
+            end: Some(at(end)),
+            timezone: Some("Europe/Berlin".into()),
+            all_day: false,
+            summary: None,
+            description: None,
+            location: None,
+            organizer: None,
+            attendees: vec![],
+            rrule: None,
+            rdates: vec![],
+            exdates: vec![],
+            links: vec![],
+            problems: vec![],
+        }
+    }
+
+    #[test]
+    fn single_event_timing() {
+        let e = event("2026-12-10T09:00:00Z", "2026-12-10T10:00:00Z");
+        let tz = chrono_tz::UTC;
+        let before = upcoming_occurrences(&e, tz, at("2026-12-01T00:00:00Z"), 10);
+        assert_eq!(before.timing(), Timing::Next { start: at("2026-12-10T09:00:00Z"), end: at("2026-12-10T10:00:00Z") });
+        let during = upcoming_occurrences(&e, tz, at("2026-12-10T09:30:00Z"), 10);
+        assert!(matches!(during.timing(), Timing::Next { .. }));
+        let after = upcoming_occurrences(&e, tz, at("2026-12-10T10:00:00Z"), 10);
+        assert_eq!(after.timing(), Timing::Ended);
+        let mut no_start = e.clone();
+        no_start.start = None;
+        assert_eq!(upcoming_occurrences(&no_start, tz, at("2026-12-01T00:00:00Z"), 10).timing(), Timing::NoStart);
+    }
+
+    #[test]
+    fn weekly_series_in_its_zone_across_dst() {
+        // 09:00 Berlin every Monday: UTC+1 in winter, UTC+2 from 29 March 2027.
+        let mut e = event("2027-03-15T08:00:00Z", "2027-03-15T09:00:00Z");
+        e.rrule = Some("FREQ=WEEKLY;BYDAY=MO;UNTIL=20270405".into());
+        e.exdates = vec![at("2027-03-22T08:00:00Z")];
+        let o = upcoming_occurrences(&e, chrono_tz::UTC, at("2027-03-01T00:00:00Z"), 100);
+        let starts: Vec<_> = o.upcoming.iter().map(|o| o.start).collect();
+        assert_eq!(starts, vec![at("2027-03-15T08:00:00Z"), at("2027-03-29T07:00:00Z"), at("2027-04-05T07:00:00Z")]);
+        assert!(o.problems.is_empty());
+    }
+
+    #[test]
+    fn unbounded_series_is_capped() {
+        let mut e = event("2027-01-04T08:00:00Z", "2027-01-04T09:00:00Z");
+        e.rrule = Some("FREQ=DAILY".into());
+        let o = upcoming_occurrences(&e, chrono_tz::UTC, at("2027-01-01T00:00:00Z"), 5);
+        assert_eq!(o.upcoming.len(), 5);
+    }
+
+    #[test]
+    fn broken_rule_falls_back_to_first_occurrence() {
+        let mut e = event("2027-01-04T08:00:00Z", "2027-01-04T09:00:00Z");
+        e.rrule = Some("FREQ=SOMETIMES".into());
+        let o = upcoming_occurrences(&e, chrono_tz::UTC, at("2027-01-01T00:00:00Z"), 5);
+        assert_eq!(o.upcoming.len(), 1);
+        assert_eq!(o.problems.len(), 1);
+    }
+
+    fn eligible(kind: PlanKind) -> Decision {
+        Decision {
+            eligible: true,
+            reasons: vec![],
+            plan: Some(Plan { kind, run_at: at("2027-01-04T07:59:00Z"), flags: vec![] }),
+            skipped: vec![],
+        }
+    }
+
+    const TIMING: JobTiming = JobTiming { join_lead_seconds: 60, cloud_fetch_delay_seconds: 900, horizon_days: 7 };
+
+    #[test]
+    fn jobs_inside_the_horizon_only() {
+        let mut e = event("2027-01-04T08:00:00Z", "2027-01-04T09:00:00Z");
+        e.rrule = Some("FREQ=DAILY;COUNT=30".into());
+        let now = at("2027-01-01T00:00:00Z");
+        let o = upcoming_occurrences(&e, chrono_tz::UTC, now, 100);
+        let jobs = desired_jobs(&eligible(PlanKind::BotJoin), &o, "zoom", "https://zoom.us/j/1", &TIMING, now);
+        // 4 Jan .. 7 Jan 08:00 start within 7 days of 1 Jan 00:00.
+        assert_eq!(jobs.len(), 4);
+        assert_eq!(jobs[0].run_at, at("2027-01-04T07:59:00Z"));
+        let fetch = desired_jobs(&eligible(PlanKind::CloudFetch), &o, "zoom", "u", &TIMING, now);
+        assert_eq!(fetch[0].run_at, at("2027-01-04T09:15:00Z"));
+    }
+
+    #[test]
+    fn diff_reschedules_creates_and_cancels() {
+        let spec = |slot: Option<&str>, run: &str| JobSpec {
+            slot: slot.map(at),
+            occurrence_start: at(run),
+            occurrence_end: at(run),
+            kind: PlanKind::BotJoin,
+            run_at: at(run),
+            provider: "zoom".into(),
+            meeting_url: "u".into(),
+            flags: vec![],
+        };
+        let active = |id, slot: Option<&str>, run: &str| ActiveJob {
+            id,
+            slot: slot.map(at),
+            kind: PlanKind::BotJoin,
+            occurrence_start: at(run),
+            run_at: at(run),
+            meeting_url: "u".into(),
+            flags: vec![],
+        };
+        let moved = diff_jobs(&[active(1, None, "2027-01-04T08:00:00Z")], &[spec(None, "2027-01-05T08:00:00Z")]);
+        assert!(matches!(moved.as_slice(), [JobChange::Reschedule { id: 1, .. }]));
+        let same = diff_jobs(&[active(1, None, "2027-01-04T08:00:00Z")], &[spec(None, "2027-01-04T08:00:00Z")]);
+        assert!(same.is_empty());
+        let gone = diff_jobs(&[active(1, None, "2027-01-04T08:00:00Z")], &[]);
+        assert!(matches!(gone.as_slice(), [JobChange::Cancel { id: 1, .. }]));
+        let new = diff_jobs(&[], &[spec(Some("2027-01-04T08:00:00Z"), "2027-01-04T08:00:00Z")]);
+        assert!(matches!(new.as_slice(), [JobChange::Create(_)]));
+    }
+}

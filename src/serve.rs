@@ -1,0 +1,94 @@
+//! `invited serve`: the daemon. Resumes messages left half-done, runs the scheduler loop
+//! and the HTTP endpoint until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::pipeline;
+use crate::store::Store;
+
+pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let listener = TcpListener::bind(&config.server.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on server.http_listen = {}", config.server.http_listen))?;
+    info!(http_listen = %listener.local_addr()?, store = %config.store.url, tenants = config.tenants.len(), "daemon_started");
+
+    let http = {
+        let token = shutdown.clone();
+        let app = crate::http::router(store.clone());
+        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await })
+    };
+    let scheduler = tokio::spawn(scheduler_loop(config.clone(), store.clone(), shutdown.clone()));
+
+    wait_for_signal().await;
+    info!("shutdown_requested");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = scheduler.await;
+        let _ = http.await;
+    })
+    .await;
+    info!("daemon_stopped");
+    Ok(())
+}
+
+/// Each tick: process messages that were spooled but not finished (a crash, a busy store).
+async fn scheduler_loop(config: Arc<Config>, store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(config.scheduling.tick_seconds.max(1)));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => resume_unfinished(&config, store.as_ref()).await,
+        }
+    }
+}
+
+async fn resume_unfinished(config: &Config, store: &dyn Store) {
+    let ids = match store.unfinished_messages(false).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(error_code = e.code(), error = %e, "resume_failed");
+            return;
+        }
+    };
+    for id in ids {
+        info!(message_id = id, "message_resumed");
+        if let Err(e) = pipeline::process_message(store, config, id, Utc::now()).await {
+            if e.is_transient() {
+                // The store is struggling: try the rest on the next tick.
+                return;
+            }
+            error!(message_id = id, error_code = e.code(), error = %e, "message_failed");
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,266 @@
+//! The only place with SQL. A [`Store`] keeps raw messages, events, their append-only
+//! versions, decisions and capture jobs. SQLite is the embedded default; the backend
+//! is chosen by `store.url`, and SQL that differs between backends stays behind the trait.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::eligibility::{Decision, Requester};
+use crate::model::EventVersion;
+use crate::schedule::{ActiveJob, JobChange};
+
+pub use sqlite::SqliteStore;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store url {0:?}: expected sqlite://PATH")]
+    UnsupportedUrl(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Stable code for logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::UnsupportedUrl(_) => "unsupported_url",
+            StoreError::Unavailable(_) => "store_unavailable",
+            StoreError::Migration(_) => "migration_failed",
+            StoreError::Corrupt(_) => "corrupt_data",
+            StoreError::Database(_) => "database_error",
+        }
+    }
+
+    /// Whether trying again later may succeed (SMTP 4xx, job retry) rather than never.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let transient = match &e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+            // SQLITE_BUSY / SQLITE_LOCKED / SQLITE_FULL: another writer, or a full disk.
+            sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("5" | "6" | "13")),
+            _ => false,
+        };
+        if transient {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    File,
+    Smtp,
+    Imap,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Smtp => "smtp",
+            Source::Imap => "imap",
+        }
+    }
+}
+
+/// A message to spool.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub raw: Vec<u8>,
+    pub sha256: String,
+    pub source: Source,
+    pub envelope_from: Option<String>,
+    pub envelope_rcpts: Vec<String>,
+    pub message_id: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A spooled message.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub raw: Vec<u8>,
+    pub envelope_rcpts: Vec<String>,
+    pub received_at: DateTime<Utc>,
+    pub status: String,
+}
+
+/// The outcome of spooling: the message's id, and whether these bytes were new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spooled {
+    pub id: i64,
+    pub inserted: bool,
+}
+
+/// (tenant, UID, RECURRENCE-ID): the identity of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventKey {
+    pub tenant: String,
+    pub uid: String,
+    pub recurrence_id: Option<DateTime<Utc>>,
+}
+
+/// One stored version with its arrival order.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub id: i64,
+    pub version: EventVersion,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What is known of an event when a new message about it is processed.
+#[derive(Debug, Clone)]
+pub struct EventHistory {
+    /// Every version, oldest first, including the one just stored.
+    pub versions: Vec<StoredVersion>,
+    /// Everyone who asked before, with whether they were authenticated then.
+    pub past_requesters: Vec<Requester>,
+    /// Jobs of this event that may still run.
+    pub active_jobs: Vec<ActiveJob>,
+}
+
+/// What processing one event decided, to be written in the same transaction.
+#[derive(Debug, Clone)]
+pub struct EventOutcome {
+    /// The version the decision was taken on (the current one), if any.
+    pub current_version_id: Option<i64>,
+    pub requester: Option<Requester>,
+    pub decision: Decision,
+    pub job_changes: Vec<JobChange>,
+    /// Requesters listed on created or moved jobs.
+    pub job_requesters: Vec<String>,
+}
+
+/// The pure step the store runs inside its transaction.
+pub type Decide<'a> = dyn Fn(&EventHistory) -> EventOutcome + Send + Sync + 'a;
+
+/// What recording a version did.
+#[derive(Debug, Clone)]
+pub struct RecordedEvent {
+    pub event_id: i64,
+    pub version_id: i64,
+    /// False when the identical version was already stored (the message is linked to it).
+    pub version_is_new: bool,
+    pub outcome: EventOutcome,
+    /// Ids of the jobs created, in the order of `outcome.job_changes`' creations.
+    pub created_job_ids: Vec<i64>,
+}
+
+/// A capture job, as `invited jobs --json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRow {
+    pub id: i64,
+    pub tenant: String,
+    pub event_uid: String,
+    pub occurrence_start: DateTime<Utc>,
+    pub kind: String,
+    pub run_at: DateTime<Utc>,
+    pub state: String,
+    pub provider: String,
+    pub meeting_url: String,
+    pub flags: Vec<String>,
+    pub requesters: Vec<String>,
+}
+
+/// One stored version with the decisions taken while it was current.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub tenant: String,
+    pub version_id: i64,
+    pub received_at: DateTime<Utc>,
+    pub message_ids: Vec<i64>,
+    pub version: EventVersion,
+    pub decisions: Vec<DecisionRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRow {
+    pub message_id: i64,
+    pub decided_at: DateTime<Utc>,
+    pub requester: Option<Requester>,
+    pub decision: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Stores the raw message durably (committed, fsync'd) and returns its id; the same
+    /// bytes stored again return the existing id.
+    async fn spool_message(&self, message: &NewMessage) -> Result<Spooled, StoreError>;
+
+    async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Messages not yet processed (crash, store error), and with `include_failed` those
+    /// whose processing failed, oldest first.
+    async fn unfinished_messages(&self, include_failed: bool) -> Result<Vec<i64>, StoreError>;
+
+    /// Records how processing a message ended.
+    async fn finish_message(
+        &self,
+        id: i64,
+        outcome: &serde_json::Value,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// In one transaction: stores `version` of `key` (or links the message to the identical
+    /// stored version), runs `decide` on the event's history, and records its decision and
+    /// job changes.
+    async fn record_event(
+        &self,
+        key: &EventKey,
+        message_id: i64,
+        version: &EventVersion,
+        version_hash: &str,
+        now: DateTime<Utc>,
+        decide: &Decide<'_>,
+    ) -> Result<RecordedEvent, StoreError>;
+
+    /// Capture jobs, soonest first; only scheduled and claimed ones unless `all`.
+    async fn jobs(&self, all: bool) -> Result<Vec<JobRow>, StoreError>;
+
+    /// Every version of events with this UID, oldest first, with their decisions.
+    async fn history(&self, uid: &str) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store named by `url` and brings its schema up to date.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(SqliteStore::open(url).await?));
+    }
+    Err(StoreError::UnsupportedUrl(url.to_string()))
+}
+
+/// The one text form of a time in the store: RFC 3339, UTC, milliseconds, `Z`.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("bad time {s:?}: {e}")))
+}

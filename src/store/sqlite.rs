@@ -1,0 +1,455 @@
+//! The embedded store: one SQLite file in WAL mode, `synchronous = FULL` so that a
+//! committed message survives a power cut before it is acknowledged.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+
+use super::{
+    parse_ts, ts, Decide, DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent,
+    Spooled, Store, StoreError, StoredMessage, StoredVersion,
+};
+use crate::eligibility::{Flag, PlanKind, Requester};
+use crate::model::EventVersion;
+use crate::schedule::{ActiveJob, JobChange, JobSpec};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, with its folder) the database at `url` and migrates it.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::UnsupportedUrl(url.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_dir(dir)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// A write transaction that takes the write lock at once, so that reading the
+    /// history and writing the outcome cannot interleave with another writer.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
+}
+
+fn slot_text(slot: Option<DateTime<Utc>>) -> String {
+    slot.map(ts).unwrap_or_default()
+}
+
+fn plan_kind(s: &str) -> Result<PlanKind, StoreError> {
+    from_json(&format!("\"{s}\""))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn spool_message(&self, m: &NewMessage) -> Result<Spooled, StoreError> {
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO messages (sha256, received_at, source, envelope_from, envelope_rcpts, message_id, size, raw)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (sha256) DO NOTHING RETURNING id",
+        )
+        .bind(&m.sha256)
+        .bind(ts(m.received_at))
+        .bind(m.source.as_str())
+        .bind(&m.envelope_from)
+        .bind(json(&m.envelope_rcpts))
+        .bind(&m.message_id)
+        .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
+        .bind(&m.raw)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(id) = inserted {
+            return Ok(Spooled { id, inserted: true });
+        }
+        let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE sha256 = ?")
+            .bind(&m.sha256)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Spooled { id, inserted: false })
+    }
+
+    async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
+        let row: Option<(i64, Vec<u8>, String, String, String)> = sqlx::query_as(
+            "SELECT id, raw, envelope_rcpts, received_at, status FROM messages WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(id, raw, rcpts, received_at, status)| {
+            Ok(StoredMessage {
+                id,
+                raw,
+                envelope_rcpts: from_json(&rcpts)?,
+                received_at: parse_ts(&received_at)?,
+                status,
+            })
+        })
+        .transpose()
+    }
+
+    async fn unfinished_messages(&self, include_failed: bool) -> Result<Vec<i64>, StoreError> {
+        let sql = if include_failed {
+            "SELECT id FROM messages WHERE status IN ('received', 'failed') ORDER BY id"
+        } else {
+            "SELECT id FROM messages WHERE status = 'received' ORDER BY id"
+        };
+        Ok(sqlx::query_scalar(sql).fetch_all(&self.pool).await?)
+    }
+
+    async fn finish_message(
+        &self,
+        id: i64,
+        outcome: &serde_json::Value,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE messages SET status = ?, outcome = ?, error = ?, processed_at = ? WHERE id = ?")
+            .bind(if error.is_some() { "failed" } else { "processed" })
+            .bind(outcome.to_string())
+            .bind(error)
+            .bind(ts(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_event(
+        &self,
+        key: &EventKey,
+        message_id: i64,
+        version: &EventVersion,
+        version_hash: &str,
+        now: DateTime<Utc>,
+        decide: &Decide<'_>,
+    ) -> Result<RecordedEvent, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let rid = slot_text(key.recurrence_id);
+        sqlx::query(
+            "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (tenant, uid, recurrence_id) DO NOTHING",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(&rid)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
+        let event_id: i64 = sqlx::query_scalar("SELECT id FROM events WHERE tenant = ? AND uid = ? AND recurrence_id = ?")
+            .bind(&key.tenant)
+            .bind(&key.uid)
+            .bind(&rid)
+            .fetch_one(&mut *tx)
+            .await?;
+
+        let (version_id, version_is_new) = insert_version(&mut tx, event_id, message_id, version, version_hash, now).await?;
+        sqlx::query("INSERT OR IGNORE INTO version_messages (version_id, message_id) VALUES (?, ?)")
+            .bind(version_id)
+            .bind(message_id)
+            .execute(&mut *tx)
+            .await?;
+
+        let history = load_history(&mut tx, event_id).await?;
+        let outcome = decide(&history);
+
+        sqlx::query(
+            "INSERT INTO decisions (event_id, version_id, message_id, requester, requester_authenticated, eligible, reasons, plan, decided_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(event_id)
+        .bind(outcome.current_version_id)
+        .bind(message_id)
+        .bind(outcome.requester.as_ref().map(|r| r.email.clone()))
+        .bind(outcome.requester.as_ref().is_some_and(|r| r.authenticated))
+        .bind(outcome.decision.eligible)
+        .bind(json(&outcome.decision.reasons))
+        .bind(outcome.decision.plan.as_ref().map(json))
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
+
+        let created_job_ids = apply_job_changes(&mut tx, key, event_id, &outcome.job_changes, &outcome.job_requesters, now).await?;
+        tx.commit().await?;
+        Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created_job_ids })
+    }
+
+    async fn jobs(&self, all: bool) -> Result<Vec<JobRow>, StoreError> {
+        let sql = if all {
+            "SELECT id, tenant, event_uid, occurrence_start, kind, run_at, state, provider, meeting_url, flags, requesters
+             FROM jobs ORDER BY run_at, id"
+        } else {
+            "SELECT id, tenant, event_uid, occurrence_start, kind, run_at, state, provider, meeting_url, flags, requesters
+             FROM jobs WHERE state IN ('scheduled', 'claimed') ORDER BY run_at, id"
+        };
+        type Row = (i64, String, String, String, String, String, String, String, String, String, String);
+        let rows: Vec<Row> = sqlx::query_as(sql).fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|(id, tenant, event_uid, occ, kind, run_at, state, provider, meeting_url, flags, requesters)| {
+                Ok(JobRow {
+                    id,
+                    tenant,
+                    event_uid,
+                    occurrence_start: parse_ts(&occ)?,
+                    kind,
+                    run_at: parse_ts(&run_at)?,
+                    state,
+                    provider,
+                    meeting_url,
+                    flags: from_json(&flags)?,
+                    requesters: from_json(&requesters)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn history(&self, uid: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let versions: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT v.id, e.tenant, v.received_at, v.data FROM event_versions v JOIN events e ON e.id = v.event_id
+             WHERE e.uid = ? ORDER BY v.id",
+        )
+        .bind(uid)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut entries = Vec::with_capacity(versions.len());
+        for (version_id, tenant, received_at, data) in versions {
+            let message_ids: Vec<i64> =
+                sqlx::query_scalar("SELECT message_id FROM version_messages WHERE version_id = ? ORDER BY message_id")
+                    .bind(version_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+            // Decisions taken by messages that carried this version.
+            let rows: Vec<(i64, String, Option<String>, bool, bool, String, Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT d.message_id, d.decided_at, d.requester, d.requester_authenticated, d.eligible, d.reasons, d.plan, d.version_id
+                 FROM decisions d JOIN version_messages vm ON vm.message_id = d.message_id AND vm.version_id = ?
+                 JOIN event_versions v ON v.id = vm.version_id AND v.event_id = d.event_id
+                 ORDER BY d.id",
+            )
+            .bind(version_id)
+            .fetch_all(&self.pool)
+            .await?;
+            let decisions = rows
+                .into_iter()
+                .map(|(message_id, decided_at, requester, authenticated, eligible, reasons, plan, current)| {
+                    Ok(DecisionRow {
+                        message_id,
+                        decided_at: parse_ts(&decided_at)?,
+                        requester: requester.map(|email| Requester { email, authenticated }),
+                        decision: serde_json::json!({
+                            "eligible": eligible,
+                            "reasons": from_json::<serde_json::Value>(&reasons)?,
+                            "plan": plan.as_deref().map(from_json::<serde_json::Value>).transpose()?,
+                            "current_version_id": current,
+                        }),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            entries.push(HistoryEntry {
+                tenant,
+                version_id,
+                received_at: parse_ts(&received_at)?,
+                message_ids,
+                version: from_json(&data)?,
+                decisions,
+            });
+        }
+        Ok(entries)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Inserts the version unless the identical one is stored; returns its id and whether it is new.
+async fn insert_version(
+    tx: &mut Transaction<'static, Sqlite>,
+    event_id: i64,
+    message_id: i64,
+    v: &EventVersion,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> Result<(i64, bool), StoreError> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO event_versions (event_id, version_hash, message_id, method, sequence, dtstamp, status, start_at, end_at, data, received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (event_id, version_hash) DO NOTHING RETURNING id",
+    )
+    .bind(event_id)
+    .bind(hash)
+    .bind(message_id)
+    .bind(&v.method)
+    .bind(v.sequence)
+    .bind(v.dtstamp.map(ts))
+    .bind(&v.status)
+    .bind(v.start.map(ts))
+    .bind(v.end.map(ts))
+    .bind(json(v))
+    .bind(ts(now))
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = inserted {
+        return Ok((id, true));
+    }
+    let id = sqlx::query_scalar("SELECT id FROM event_versions WHERE event_id = ? AND version_hash = ?")
+        .bind(event_id)
+        .bind(hash)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok((id, false))
+}
+
+async fn load_history(tx: &mut Transaction<'static, Sqlite>, event_id: i64) -> Result<EventHistory, StoreError> {
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT id, data, received_at FROM event_versions WHERE event_id = ? ORDER BY id")
+            .bind(event_id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let versions = rows
+        .into_iter()
+        .map(|(id, data, received_at)| {
+            Ok(StoredVersion { id, version: from_json(&data)?, received_at: parse_ts(&received_at)? })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let requesters: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT requester, MAX(requester_authenticated) FROM decisions
+         WHERE event_id = ? AND requester IS NOT NULL GROUP BY requester ORDER BY MIN(id)",
+    )
+    .bind(event_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let jobs: Vec<(i64, String, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT id, slot, kind, occurrence_start, run_at, meeting_url, flags FROM jobs
+         WHERE event_id = ? AND state IN ('scheduled', 'claimed') ORDER BY id",
+    )
+    .bind(event_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let active_jobs = jobs
+        .into_iter()
+        .map(|(id, slot, kind, occ, run_at, meeting_url, flags)| {
+            Ok(ActiveJob {
+                id,
+                slot: (!slot.is_empty()).then(|| parse_ts(&slot)).transpose()?,
+                kind: plan_kind(&kind)?,
+                occurrence_start: parse_ts(&occ)?,
+                run_at: parse_ts(&run_at)?,
+                meeting_url,
+                flags: from_json::<Vec<Flag>>(&flags)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(EventHistory {
+        versions,
+        past_requesters: requesters.into_iter().map(|(email, authenticated)| Requester { email, authenticated }).collect(),
+        active_jobs,
+    })
+}
+
+async fn apply_job_changes(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &EventKey,
+    event_id: i64,
+    changes: &[JobChange],
+    requesters: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, StoreError> {
+    let mut created = Vec::new();
+    for change in changes {
+        match change {
+            JobChange::Create(spec) => {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO jobs (tenant, event_id, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
+                                       provider, meeting_url, flags, requesters, created_at, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
+                )
+                .bind(&key.tenant)
+                .bind(event_id)
+                .bind(&key.uid)
+                .bind(slot_text(spec.slot))
+                .bind(ts(spec.occurrence_start))
+                .bind(ts(spec.occurrence_end))
+                .bind(spec.kind.as_str())
+                .bind(ts(spec.run_at))
+                .bind(&spec.provider)
+                .bind(&spec.meeting_url)
+                .bind(json(&spec.flags))
+                .bind(json(&requesters))
+                .bind(ts(now))
+                .bind(ts(now))
+                .fetch_one(&mut **tx)
+                .await?;
+                created.push(id);
+            }
+            JobChange::Reschedule { id, spec, .. } => update_job(tx, *id, spec, requesters, now).await?,
+            JobChange::Cancel { id, .. } => {
+                sqlx::query("UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ?")
+                    .bind(ts(now))
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// A moved job is scheduled afresh: a recorder's claim on the old time no longer holds.
+async fn update_job(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: i64,
+    spec: &JobSpec,
+    requesters: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE jobs SET occurrence_start = ?, occurrence_end = ?, run_at = ?, state = 'scheduled', provider = ?,
+                         meeting_url = ?, flags = ?, requesters = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(ts(spec.occurrence_start))
+    .bind(ts(spec.occurrence_end))
+    .bind(ts(spec.run_at))
+    .bind(&spec.provider)
+    .bind(&spec.meeting_url)
+    .bind(json(&spec.flags))
+    .bind(json(&requesters))
+    .bind(ts(now))
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
