@@ -1,0 +1,61 @@
+//! The configuration file: the shipped one runs as it is; mistakes name their key.
+
+mod common;
+
+use std::path::Path;
+
+use invited::config::Config;
+
+#[test]
+fn shipped_config_loads() {
+    let c = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/invited.toml")).expect("shipped config");
+    assert_eq!(c.tenants[0].id, "acme");
+    assert_eq!(c.store.url, "sqlite://data/invited.db");
+    assert!(c.tenant_for_address("ACME+x@assistant.example.com").is_some());
+}
+
+fn error_of(toml: &str) -> String {
+    Config::from_toml(toml).expect_err("must be refused").to_string()
+}
+
+const TENANT: &str = "[[tenants]]\nid = \"a\"\nassistant_addresses = [\"a@x.example\"]\n";
+
+#[test]
+fn mistakes_name_the_key_and_the_problem() {
+    let cases = [
+        (format!("{TENANT}seats = 1\n"), "seats"),
+        (format!("[server]\nsmtp_port = 25\n{TENANT}"), "smtp_port"),
+        (format!("{TENANT}default_timezone = \"Mars/Olympus\"\n"), "default_timezone"),
+        (format!("{TENANT}sender_auth = \"maybe\"\n"), "sender_auth"),
+        (format!("{TENANT}sender_auth = \"dmarc\"\n"), "sender_auth"),
+        (format!("{TENANT}[[tenants.users]]\nemail = \"u@x.example\"\nconsent_profile = \"nope\"\n"), "consent_profile"),
+        (format!("{TENANT}[tenants.providers.zoom]\nrecording = \"tape\"\n"), "recording"),
+        (format!("[scheduling]\nhorizon_days = \"soon\"\n{TENANT}"), "horizon_days"),
+        ("[server]\n".to_string(), "tenants"),
+        (format!("{TENANT}{TENANT}"), "appears twice"),
+    ];
+    for (toml, key) in cases {
+        let e = error_of(&toml);
+        assert!(e.contains(key), "error for {key:?} does not name it: {e}");
+    }
+}
+
+#[test]
+fn environment_overrides_scalar_sections_and_ignores_other_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, TENANT).unwrap();
+    // figment reads the process environment; these names are unique to this test.
+    std::env::set_var("INVITED_SCHEDULING__HORIZON_DAYS", "7");
+    std::env::set_var("INVITED_TEST_UNRELATED", "1");
+    let c = Config::load(&path);
+    std::env::remove_var("INVITED_SCHEDULING__HORIZON_DAYS");
+    std::env::remove_var("INVITED_TEST_UNRELATED");
+    assert_eq!(c.expect("loads").scheduling.horizon_days, 7);
+}
+
+#[test]
+fn missing_file_is_named() {
+    let e = Config::load(Path::new("/nonexistent/invited.toml")).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/invited.toml"), "{e}");
+}

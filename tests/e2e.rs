@@ -1,0 +1,151 @@
+//! End to end on a real SQLite file: invite → update → cancel, and the jobs after each.
+
+mod common;
+
+use std::sync::Arc;
+
+use invited::config::Config;
+use invited::pipeline::{ingest, ProcessReport};
+use invited::store::{self, JobRow, Source, Store};
+
+async fn open(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    store::open(&format!("sqlite://{}/invited.db", dir.path().display())).await.expect("store opens")
+}
+
+async fn feed(store: &dyn Store, config: &Config, name: &str, now: &str) -> ProcessReport {
+    ingest(store, config, common::fixture(name), Source::File, None, vec![], common::at(now)).await.expect("ingest")
+}
+
+async fn active(store: &dyn Store) -> Vec<JobRow> {
+    store.jobs(false).await.expect("jobs")
+}
+
+#[tokio::test]
+async fn invite_update_cancel_moves_then_cancels_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+
+    let r = feed(store.as_ref(), &config, "zoom-invite.eml", "2027-01-04T12:00:00Z").await;
+    assert_eq!((r.versions_stored, r.jobs_created), (1, 1));
+    let jobs = active(store.as_ref()).await;
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(job.kind, "cloud_fetch");
+    assert_eq!(job.state, "scheduled");
+    assert_eq!(job.event_uid, "review-1@acme.com");
+    assert_eq!(job.occurrence_start, common::at("2027-01-11T15:00:00Z"));
+    assert_eq!(job.run_at, common::at("2027-01-11T16:15:00Z"));
+    assert_eq!(job.requesters, vec!["alice@acme.com".to_string()]);
+
+    let r = feed(store.as_ref(), &config, "zoom-update.eml", "2027-01-05T12:00:00Z").await;
+    assert_eq!((r.versions_stored, r.jobs_rescheduled, r.jobs_created), (1, 1, 0));
+    let jobs = active(store.as_ref()).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].id, job.id, "the same job is moved, not replaced");
+    assert_eq!(jobs[0].occurrence_start, common::at("2027-01-12T09:00:00Z"));
+    assert_eq!(jobs[0].run_at, common::at("2027-01-12T10:15:00Z"));
+
+    let r = feed(store.as_ref(), &config, "zoom-cancel.eml", "2027-01-06T12:00:00Z").await;
+    assert_eq!((r.versions_stored, r.jobs_cancelled), (1, 1));
+    assert!(active(store.as_ref()).await.is_empty());
+    let all = store.jobs(true).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].state, "cancelled");
+
+    // The first invite forwarded again, late: stored message, no new version, still cancelled.
+    let r = feed(store.as_ref(), &config, "zoom-invite.eml", "2027-01-07T12:00:00Z").await;
+    assert!(r.duplicate_message);
+    assert!(active(store.as_ref()).await.is_empty());
+
+    let history = store.history("review-1@acme.com").await.unwrap();
+    assert_eq!(history.len(), 3);
+    let sequences: Vec<i64> = history.iter().map(|h| h.version.sequence).collect();
+    assert_eq!(sequences, vec![0, 1, 2]);
+    assert!(history.iter().all(|h| h.decisions.len() == 1));
+}
+
+#[tokio::test]
+async fn stale_update_arriving_late_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+    feed(store.as_ref(), &config, "zoom-update.eml", "2027-01-04T12:00:00Z").await;
+    let before = active(store.as_ref()).await;
+    let r = feed(store.as_ref(), &config, "zoom-invite.eml", "2027-01-04T12:00:00Z").await;
+    assert_eq!((r.versions_stored, r.jobs_created, r.jobs_rescheduled, r.jobs_cancelled), (1, 0, 0, 0));
+    assert_eq!(active(store.as_ref()).await, before);
+}
+
+#[tokio::test]
+async fn ineligible_second_forwarder_does_not_cancel_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+    feed(store.as_ref(), &config, "zoom-invite.eml", "2027-01-04T12:00:00Z").await;
+    // The same version forwarded by a user without a seat.
+    let raw = String::from_utf8(common::fixture("zoom-invite.eml"))
+        .unwrap()
+        .replace("From: Sender <alice@acme.com>", "From: No Seat <noseat@acme.com>")
+        .replace("ORGANIZER;CN=Alice:mailto:alice@acme.com", "ORGANIZER:mailto:x@customer.example");
+    let r = ingest(store.as_ref(), &config, raw.into_bytes(), Source::File, None, vec![], common::now()).await.unwrap();
+    assert_eq!(r.eligible_decisions, 0);
+    assert_eq!(r.jobs_cancelled, 0);
+    assert_eq!(active(store.as_ref()).await.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_stored_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+    for name in ["no-calendar.eml", "bad-calendar.eml", "no-uid.eml", "unknown-recipient.eml"] {
+        let r = feed(store.as_ref(), &config, name, common::NOW).await;
+        assert!(!r.reasons.is_empty(), "{name} has a reason");
+        let msg = store.load_message(r.message_id).await.unwrap().expect("stored");
+        assert_eq!(msg.status, "processed", "{name}");
+    }
+    assert!(active(store.as_ref()).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_spooled_message_left_unprocessed_is_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+    let raw = common::fixture("teams-invite.eml");
+    let spooled = store
+        .spool_message(&store::NewMessage {
+            sha256: "test-sha".into(),
+            raw,
+            source: Source::Smtp,
+            envelope_from: Some("alice@acme.com".into()),
+            envelope_rcpts: vec!["acme@assistant.example.com".into()],
+            message_id: None,
+            received_at: common::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.unfinished_messages(false).await.unwrap(), vec![spooled.id]);
+    let r = invited::pipeline::process_message(store.as_ref(), &config, spooled.id, common::now()).await.unwrap();
+    assert_eq!(r.jobs_created, 1);
+    assert!(store.unfinished_messages(true).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_and_non_mail_input_is_refused_before_storing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut config = common::config();
+    config.limits.max_message_bytes = 100;
+    let err = ingest(store.as_ref(), &config, common::fixture("zoom-invite.eml"), Source::File, None, vec![], common::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "message_too_large");
+    let config = common::config();
+    let err = ingest(store.as_ref(), &config, b"\x00\x01\x02 binary".to_vec(), Source::File, None, vec![], common::now())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not_mail");
+    assert!(store.unfinished_messages(true).await.unwrap().is_empty());
+}
