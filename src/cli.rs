@@ -15,7 +15,11 @@ use crate::store::{self, Source, Store};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "invited", version, about = "Records meetings on request: reads forwarded invites, decides, schedules capture jobs")]
+#[command(
+    name = "invited",
+    version,
+    about = "Records meetings on request: reads forwarded invites, decides, schedules capture jobs"
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "INVITED_CONFIG", default_value = DEFAULT_CONFIG_PATH)]

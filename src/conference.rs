@@ -123,11 +123,7 @@ fn parse_consent_link(url: &Url, base: &Url) -> Option<ConsentLink> {
         "d" => LinkType::Dynamic,
         _ => return None,
     };
-    Some(ConsentLink {
-        company: company.to_ascii_lowercase(),
-        provider: provider.to_ascii_lowercase(),
-        link_type,
-    })
+    Some(ConsentLink { company: company.to_ascii_lowercase(), provider: provider.to_ascii_lowercase(), link_type })
 }
 
 /// The provider of a raw join link, if it is one the recorders can join.
@@ -177,7 +173,10 @@ mod tests {
             ("https://zoom.us/pricing", None),
             ("https://meet.google.com/abc-defg-hij", Some(Provider::GoogleMeet)),
             ("https://meet.google.com/", None),
-            ("https://teams.microsoft.com/l/meetup-join/19%3ameeting_X%40thread.v2/0?context=%7b%7d", Some(Provider::Teams)),
+            (
+                "https://teams.microsoft.com/l/meetup-join/19%3ameeting_X%40thread.v2/0?context=%7b%7d",
+                Some(Provider::Teams),
+            ),
             ("https://teams.live.com/meet/9344", Some(Provider::Teams)),
             ("https://acme.webex.com/acme/j.php?MTID=m123", Some(Provider::Webex)),
             ("https://acme.webex.com/meet/alice", Some(Provider::Webex)),
@@ -203,11 +202,9 @@ mod tests {
 
     #[test]
     fn consent_link_is_taken_apart() {
-        let c = detect(
-            &links(&["https://zoom.us/j/1", "https://consent.assistant.example.com/acme/zoom/d/tok123"]),
-            BASE,
-        )
-        .unwrap();
+        let c =
+            detect(&links(&["https://zoom.us/j/1", "https://consent.assistant.example.com/acme/zoom/d/tok123"]), BASE)
+                .unwrap();
         assert_eq!(c.url, "https://consent.assistant.example.com/acme/zoom/d/tok123");
         assert_eq!(c.provider, Some(Provider::Zoom));
         assert_eq!(

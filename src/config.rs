@@ -271,12 +271,10 @@ impl Config {
         if !path.exists() {
             return Err(ConfigError::Missing(path.display().to_string()));
         }
-        let env = Env::prefixed("INVITED_")
-            .split("__")
-            .filter(|key| {
-                let key = key.as_str().to_ascii_lowercase();
-                ENV_SECTIONS.iter().any(|s| key.starts_with(&format!("{s}.")))
-            });
+        let env = Env::prefixed("INVITED_").split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            ENV_SECTIONS.iter().any(|s| key.starts_with(&format!("{s}.")))
+        });
         let config: Config = Figment::new()
             .merge(Toml::file_exact(path))
             .merge(env)
@@ -288,10 +286,8 @@ impl Config {
 
     /// Parses TOML text without environment overrides (tests, `--config -`).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = Figment::new()
-            .merge(Toml::string(text))
-            .extract()
-            .map_err(|e| ConfigError::Invalid(figment_message(e)))?;
+        let config: Config =
+            Figment::new().merge(Toml::string(text)).extract().map_err(|e| ConfigError::Invalid(figment_message(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -367,9 +363,7 @@ impl Config {
     /// The tenant one of whose assistant addresses is `address` (plus-addressing allowed).
     pub fn tenant_for_address(&self, address: &str) -> Option<&Tenant> {
         let wanted = strip_plus(&address.to_ascii_lowercase());
-        self.tenants
-            .iter()
-            .find(|t| t.assistant_addresses.iter().any(|a| a.eq_ignore_ascii_case(&wanted)))
+        self.tenants.iter().find(|t| t.assistant_addresses.iter().any(|a| a.eq_ignore_ascii_case(&wanted)))
     }
 }
 

@@ -168,8 +168,7 @@ pub fn resolve_requester(
         return Some(Requester { email: org, authenticated: trust_all });
     }
     // An unauthenticated From that is a user is still the requester, but not believed.
-    from.filter(|f| tenant.user(f).is_some())
-        .map(|f| Requester { email: f.to_ascii_lowercase(), authenticated: false })
+    from.filter(|f| tenant.user(f).is_some()).map(|f| Requester { email: f.to_ascii_lowercase(), authenticated: false })
 }
 
 /// The organizer address that is a user of the tenant: the organizer itself, else its SENT-BY.

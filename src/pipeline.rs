@@ -58,7 +58,11 @@ pub struct ConferenceView {
 
 impl From<&Conference> for ConferenceView {
     fn from(c: &Conference) -> Self {
-        ConferenceView { provider: c.provider.map(|p| p.as_str().to_string()), url: c.url.clone(), consent: c.consent.clone() }
+        ConferenceView {
+            provider: c.provider.map(|p| p.as_str().to_string()),
+            url: c.url.clone(),
+            consent: c.consent.clone(),
+        }
     }
 }
 
@@ -87,7 +91,11 @@ pub fn read_message<'c>(config: &'c Config, raw: &[u8], envelope_rcpts: &[String
 
 /// Every event of the message, read in `tz`, one per (UID, RECURRENCE-ID, SEQUENCE): the same
 /// invite as a part and as an attachment counts once (the copy that names a METHOD wins).
-pub fn read_events(config: &Config, extracted: &Extracted, tz: chrono_tz::Tz) -> (Vec<EventVersion>, usize, Vec<String>) {
+pub fn read_events(
+    config: &Config,
+    extracted: &Extracted,
+    tz: chrono_tz::Tz,
+) -> (Vec<EventVersion>, usize, Vec<String>) {
     let mut events: Vec<EventVersion> = Vec::new();
     let mut without_uid = 0;
     let mut problems = extracted.problems.clone();
@@ -96,7 +104,8 @@ pub fn read_events(config: &Config, extracted: &Extracted, tz: chrono_tz::Tz) ->
         without_uid += parsed.events_without_uid;
         problems.extend(parsed.problems);
         for e in parsed.events {
-            let same = |k: &EventVersion| k.uid == e.uid && k.recurrence_id == e.recurrence_id && k.sequence == e.sequence;
+            let same =
+                |k: &EventVersion| k.uid == e.uid && k.recurrence_id == e.recurrence_id && k.sequence == e.sequence;
             match events.iter_mut().find(|k| same(k)) {
                 Some(k) if k.method.is_none() && e.method.is_some() => *k = e,
                 Some(_) => {}
@@ -465,7 +474,13 @@ async fn record_one(
             Some(current) => {
                 let (decision, _, job_changes, job_requesters) =
                     decide_event(&ctx, current, requester.as_ref(), &history.past_requesters, &history.active_jobs);
-                EventOutcome { current_version_id: current_id, requester: requester.clone(), decision, job_changes, job_requesters }
+                EventOutcome {
+                    current_version_id: current_id,
+                    requester: requester.clone(),
+                    decision,
+                    job_changes,
+                    job_requesters,
+                }
             }
             None => EventOutcome {
                 current_version_id: None,

@@ -264,7 +264,10 @@ mod tests {
         let e = event("2026-12-10T09:00:00Z", "2026-12-10T10:00:00Z");
         let tz = chrono_tz::UTC;
         let before = upcoming_occurrences(&e, tz, at("2026-12-01T00:00:00Z"), 10);
-        assert_eq!(before.timing(), Timing::Next { start: at("2026-12-10T09:00:00Z"), end: at("2026-12-10T10:00:00Z") });
+        assert_eq!(
+            before.timing(),
+            Timing::Next { start: at("2026-12-10T09:00:00Z"), end: at("2026-12-10T10:00:00Z") }
+        );
         let during = upcoming_occurrences(&e, tz, at("2026-12-10T09:30:00Z"), 10);
         assert!(matches!(during.timing(), Timing::Next { .. }));
         let after = upcoming_occurrences(&e, tz, at("2026-12-10T10:00:00Z"), 10);

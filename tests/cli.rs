@@ -38,7 +38,9 @@ fn ingest_then_jobs_lists_the_job() {
     let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 1);
     let job = &lines[0];
-    for key in ["id", "tenant", "event_uid", "occurrence_start", "kind", "run_at", "state", "provider", "meeting_url", "flags"] {
+    for key in
+        ["id", "tenant", "event_uid", "occurrence_start", "kind", "run_at", "state", "provider", "meeting_url", "flags"]
+    {
         assert!(job.get(key).is_some(), "jobs --json lacks {key}: {job}");
     }
     assert_eq!(job["kind"], "cloud_fetch");
@@ -91,8 +93,22 @@ fn explain_prints_the_stable_json_shape() {
     }
     let ev = &v["events"][0];
     for key in [
-        "uid", "recurrence_id", "method", "sequence", "dtstamp", "status", "start", "end", "timezone", "all_day",
-        "summary", "organizer", "attendees", "rrule", "conference", "decision",
+        "uid",
+        "recurrence_id",
+        "method",
+        "sequence",
+        "dtstamp",
+        "status",
+        "start",
+        "end",
+        "timezone",
+        "all_day",
+        "summary",
+        "organizer",
+        "attendees",
+        "rrule",
+        "conference",
+        "decision",
     ] {
         assert!(ev.get(key).is_some(), "event lacks {key}");
     }
@@ -107,7 +123,8 @@ fn bad_config_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[[tenants]]\nid = \"a\"\nassistant_addresses = [\"a@x.example\"]\nseats = 3\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_invited")).args(["--config", cfg.to_str().unwrap(), "jobs"]).output().unwrap();
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_invited")).args(["--config", cfg.to_str().unwrap(), "jobs"]).output().unwrap();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("seats"), "{}", stderr(&o));
 }

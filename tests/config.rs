@@ -28,7 +28,10 @@ fn mistakes_name_the_key_and_the_problem() {
         (format!("{TENANT}default_timezone = \"Mars/Olympus\"\n"), "default_timezone"),
         (format!("{TENANT}sender_auth = \"maybe\"\n"), "sender_auth"),
         (format!("{TENANT}sender_auth = \"dmarc\"\n"), "sender_auth"),
-        (format!("{TENANT}[[tenants.users]]\nemail = \"u@x.example\"\nconsent_profile = \"nope\"\n"), "consent_profile"),
+        (
+            format!("{TENANT}[[tenants.users]]\nemail = \"u@x.example\"\nconsent_profile = \"nope\"\n"),
+            "consent_profile",
+        ),
         (format!("{TENANT}[tenants.providers.zoom]\nrecording = \"tape\"\n"), "recording"),
         (format!("[scheduling]\nhorizon_days = \"soon\"\n{TENANT}"), "horizon_days"),
         ("[server]\n".to_string(), "tenants"),

@@ -59,9 +59,17 @@ async fn every_corpus_file_goes_through_the_store() {
     let config = common::config();
     for f in &files {
         let raw = std::fs::read(f).unwrap();
-        ingest(store.as_ref(), &config, raw, Source::File, None, vec!["acme@assistant.example.com".into()], common::now())
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        ingest(
+            store.as_ref(),
+            &config,
+            raw,
+            Source::File,
+            None,
+            vec!["acme@assistant.example.com".into()],
+            common::now(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     }
     assert!(store.unfinished_messages(true).await.unwrap().is_empty());
 }

@@ -138,14 +138,41 @@ async fn oversized_and_non_mail_input_is_refused_before_storing() {
     let store = open(&dir).await;
     let mut config = common::config();
     config.limits.max_message_bytes = 100;
-    let err = ingest(store.as_ref(), &config, common::fixture("zoom-invite.eml"), Source::File, None, vec![], common::now())
-        .await
-        .unwrap_err();
+    let err =
+        ingest(store.as_ref(), &config, common::fixture("zoom-invite.eml"), Source::File, None, vec![], common::now())
+            .await
+            .unwrap_err();
     assert_eq!(err.code(), "message_too_large");
     let config = common::config();
-    let err = ingest(store.as_ref(), &config, b"\x00\x01\x02 binary".to_vec(), Source::File, None, vec![], common::now())
-        .await
-        .unwrap_err();
+    let err =
+        ingest(store.as_ref(), &config, b"\x00\x01\x02 binary".to_vec(), Source::File, None, vec![], common::now())
+            .await
+            .unwrap_err();
     assert_eq!(err.code(), "not_mail");
     assert!(store.unfinished_messages(true).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn identical_version_from_an_eligible_second_forwarder_makes_the_job_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+    let invite = String::from_utf8(common::fixture("zoom-invite.eml")).unwrap();
+    let no_seat = invite
+        .replace("From: Sender <alice@acme.com>", "From: No Seat <noseat@acme.com>")
+        .replace("ORGANIZER;CN=Alice:mailto:alice@acme.com", "ORGANIZER:mailto:x@customer.example");
+    let r = ingest(store.as_ref(), &config, no_seat.clone().into_bytes(), Source::File, None, vec![], common::now())
+        .await
+        .unwrap();
+    assert_eq!((r.versions_stored, r.jobs_created), (1, 0));
+    // Alice forwards the very same event (her own mail, so other bytes).
+    let alice = no_seat.replace("From: No Seat <noseat@acme.com>", "From: Alice <alice@acme.com>");
+    let r = ingest(store.as_ref(), &config, alice.into_bytes(), Source::File, None, vec![], common::now()).await.unwrap();
+    assert_eq!((r.versions_stored, r.jobs_created), (0, 1));
+    let jobs = active(store.as_ref()).await;
+    assert_eq!(jobs[0].requesters, vec!["alice@acme.com".to_string()]);
+    let history = store.history("review-1@acme.com").await.unwrap();
+    assert_eq!(history.len(), 1, "one version");
+    assert_eq!(history[0].message_ids.len(), 2, "linked to both messages");
+    assert_eq!(history[0].decisions.len(), 2, "decided for each forwarder");
 }

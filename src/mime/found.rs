@@ -17,12 +17,7 @@ pub(super) struct Found<'l> {
 
 impl<'l> Found<'l> {
     pub(super) fn new(limits: &'l MimeLimits) -> Self {
-        Self {
-            limits,
-            calendars: Vec::new(),
-            keys: Vec::new(),
-            problems: Vec::new(),
-        }
+        Self { limits, calendars: Vec::new(), keys: Vec::new(), problems: Vec::new() }
     }
 
     pub(super) fn limits(&self) -> &'l MimeLimits {

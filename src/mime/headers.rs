@@ -27,16 +27,9 @@ pub(super) fn read_header_facts(msg: &Message<'_>, out: &mut Extracted) {
 fn message_id(msg: &Message<'_>) -> Option<String> {
     let parsed = msg.message_id().map(str::trim).filter(|id| !id.is_empty());
     let raw = || {
-        let header = msg
-            .headers()
-            .iter()
-            .find(|h| h.name == HeaderName::MessageId)?;
+        let header = msg.headers().iter().find(|h| h.name == HeaderName::MessageId)?;
         let value = raw_value(msg, header);
-        let id = value
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .trim();
+        let id = value.trim().trim_start_matches('<').trim_end_matches('>').trim();
         (!id.is_empty()).then(|| id.to_owned())
     };
     parsed.map(str::to_owned).or_else(raw)
@@ -64,11 +57,7 @@ fn recipients(msg: &Message<'_>) -> Vec<String> {
     };
     to_cc.flat_map(|a| a.iter()).for_each(&mut push);
     for name in DELIVERY_HEADERS {
-        for header in msg
-            .headers()
-            .iter()
-            .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
-        {
+        for header in msg.headers().iter().filter(|h| h.name.as_str().eq_ignore_ascii_case(name)) {
             if let Some(address) = parse_address(msg, header) {
                 address.iter().for_each(&mut push);
             }
@@ -79,9 +68,7 @@ fn recipients(msg: &Message<'_>) -> Vec<String> {
 
 /// mail-parser keeps unknown headers as raw text; read them as addresses here.
 fn parse_address<'m>(msg: &'m Message<'_>, header: &Header<'_>) -> Option<Address<'m>> {
-    let bytes = msg
-        .raw_message
-        .get(header.offset_start as usize..header.offset_end as usize)?;
+    let bytes = msg.raw_message.get(header.offset_start as usize..header.offset_end as usize)?;
     match MessageStream::new(bytes).parse_address() {
         HeaderValue::Address(address) => Some(address),
         _ => None,
@@ -100,19 +87,11 @@ fn authentication_results(msg: &Message<'_>) -> Vec<String> {
 }
 
 fn raw_value<'m>(msg: &'m Message<'_>, header: &Header<'_>) -> Cow<'m, str> {
-    let bytes = msg
-        .raw_message
-        .get(header.offset_start as usize..header.offset_end as usize);
+    let bytes = msg.raw_message.get(header.offset_start as usize..header.offset_end as usize);
     String::from_utf8_lossy(bytes.unwrap_or_default())
 }
 
 /// Joins folded header lines (RFC 5322 §2.2.3) and trims the value.
 fn unfold(value: &str) -> String {
-    value
-        .split(['\r', '\n'])
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join("")
-        .trim()
-        .to_owned()
+    value.split(['\r', '\n']).filter(|line| !line.is_empty()).collect::<Vec<_>>().join("").trim().to_owned()
 }

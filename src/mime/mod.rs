@@ -31,11 +31,7 @@ pub struct MimeLimits {
 
 impl Default for MimeLimits {
     fn default() -> Self {
-        Self {
-            max_depth: 16,
-            max_parts: 1000,
-            max_calendar_bytes: 1 << 20,
-        }
+        Self { max_depth: 16, max_parts: 1000, max_calendar_bytes: 1 << 20 }
     }
 }
 
@@ -80,9 +76,7 @@ fn parse<'r>(raw: &'r [u8], found: &mut Found<'_>) -> Option<Message<'r>> {
     let forwards = sniff::count_forwarded_parts(raw);
     let cap = found.limits().max_parts.min(MAX_FORWARDED_PARTS);
     if forwards > cap {
-        found.problem(format!(
-            "{forwards} forwarded message parts, more than {cap}: only the top headers read"
-        ));
+        found.problem(format!("{forwards} forwarded message parts, more than {cap}: only the top headers read"));
         MessageParser::new().parse_headers(raw)
     } else {
         MessageParser::new().parse(raw)

@@ -36,11 +36,9 @@ pub(super) fn starts_with_calendar(bytes: &[u8]) -> bool {
 /// to their low byte, so ASCII keywords can be compared in any encoding.
 fn ascii_head(bytes: &[u8], limit: usize) -> Vec<u8> {
     match utf16_order(bytes) {
-        Some((body, little_endian)) => body
-            .chunks_exact(2)
-            .take(limit)
-            .map(|pair| if little_endian { pair[0] } else { pair[1] })
-            .collect(),
+        Some((body, little_endian)) => {
+            body.chunks_exact(2).take(limit).map(|pair| if little_endian { pair[0] } else { pair[1] }).collect()
+        }
         None => {
             let body = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
             body.iter().take(limit).copied().collect()
@@ -84,23 +82,16 @@ pub(super) fn calendar_spans(raw: &[u8]) -> Vec<Cow<'_, [u8]>> {
 }
 
 fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
+    haystack.windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Decodes a span that shows quoted-printable marks (`=0D=0A`, `=3D`, soft line
 /// breaks); an iCalendar text has none of them on its own.
 fn decode_if_quoted_printable(span: &[u8]) -> Cow<'_, [u8]> {
     let soft_break = span.windows(2).any(|w| w == b"=\n") || span.windows(3).any(|w| w == b"=\r\n");
-    let escaped =
-        find_ignore_case(span, b"=0D=0A").is_some() || find_ignore_case(span, b"=3D").is_some();
+    let escaped = find_ignore_case(span, b"=0D=0A").is_some() || find_ignore_case(span, b"=3D").is_some();
     if soft_break || escaped {
-        MessageStream::new(span)
-            .decode_quoted_printable_mime(b"")
-            .1
-            .into_owned()
-            .into()
+        MessageStream::new(span).decode_quoted_printable_mime(b"").1.into_owned().into()
     } else {
         Cow::Borrowed(span)
     }
@@ -117,9 +108,7 @@ pub(super) fn count_forwarded_parts(raw: &[u8]) -> usize {
         .filter(|&(i, _)| raw[i + 1 - TYPE.len()..=i].eq_ignore_ascii_case(TYPE))
         .filter(|&(i, _)| {
             let rest = subtype_at(i + 1);
-            [&b"rfc822"[..], b"global"]
-                .iter()
-                .any(|s| rest.len() >= s.len() && rest[..s.len()].eq_ignore_ascii_case(s))
+            [&b"rfc822"[..], b"global"].iter().any(|s| rest.len() >= s.len() && rest[..s.len()].eq_ignore_ascii_case(s))
         })
         .count()
 }
@@ -140,12 +129,7 @@ pub(super) fn normalised(bytes: &[u8]) -> Vec<u8> {
         }
     }
     let start = out.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    let end = out.len()
-        - out[start..]
-            .iter()
-            .rev()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count();
+    let end = out.len() - out[start..].iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
     out[start..end].to_vec()
 }
 
@@ -157,15 +141,9 @@ mod tests {
     fn recognises_calendar_starts() {
         assert!(starts_with_calendar(b"BEGIN:VCALENDAR\r\n"));
         assert!(starts_with_calendar(b"\xEF\xBB\xBF \r\nbegin:vcalendar\n"));
-        assert!(starts_with_calendar(
-            b"\xFF\xFEB\0E\0G\0I\0N\0:\0V\0C\0A\0L\0E\0N\0D\0A\0R\0"
-        ));
-        assert!(starts_with_calendar(
-            b"B\0E\0G\0I\0N\0:\0V\0C\0A\0L\0E\0N\0D\0A\0R\0\r\0\n\0"
-        ));
-        assert!(starts_with_calendar(
-            b"\0B\0E\0G\0I\0N\0:\0V\0C\0A\0L\0E\0N\0D\0A\0R"
-        ));
+        assert!(starts_with_calendar(b"\xFF\xFEB\0E\0G\0I\0N\0:\0V\0C\0A\0L\0E\0N\0D\0A\0R\0"));
+        assert!(starts_with_calendar(b"B\0E\0G\0I\0N\0:\0V\0C\0A\0L\0E\0N\0D\0A\0R\0\r\0\n\0"));
+        assert!(starts_with_calendar(b"\0B\0E\0G\0I\0N\0:\0V\0C\0A\0L\0E\0N\0D\0A\0R"));
         assert!(!starts_with_calendar(b"Hello BEGIN:VCALENDAR"));
         assert!(!starts_with_calendar(b""));
         assert!(!starts_with_calendar(b"BEGIN:VCAL"));
@@ -180,8 +158,7 @@ mod tests {
 
     #[test]
     fn finds_spans_and_decodes_quoted_printable() {
-        let raw =
-            b"x BEGIN:VCALENDAR\nA\nEND:VCALENDAR y begin:vcalendar=0D=0AB=0D=0Aend:vcalendar";
+        let raw = b"x BEGIN:VCALENDAR\nA\nEND:VCALENDAR y begin:vcalendar=0D=0AB=0D=0Aend:vcalendar";
         let spans = calendar_spans(raw);
         assert_eq!(spans.len(), 2);
         assert_eq!(&*spans[0], b"BEGIN:VCALENDAR\nA\nEND:VCALENDAR");
@@ -191,12 +168,7 @@ mod tests {
 
     #[test]
     fn counts_forwarded_parts() {
-        assert_eq!(
-            count_forwarded_parts(
-                b"Content-Type: Message/RFC822\nmessage/global message/partial /rfc822"
-            ),
-            2
-        );
+        assert_eq!(count_forwarded_parts(b"Content-Type: Message/RFC822\nmessage/global message/partial /rfc822"), 2);
         assert_eq!(count_forwarded_parts(b"/"), 0);
     }
 

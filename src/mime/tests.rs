@@ -19,32 +19,20 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
         for i in 0..4 {
-            let c = if i <= chunk.len() {
-                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            };
+            let c = if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' };
             out.push(c);
         }
     }
-    let lines: Vec<String> = out
-        .as_bytes()
-        .chunks(76)
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect();
+    let lines: Vec<String> = out.as_bytes().chunks(76).map(|l| String::from_utf8_lossy(l).into_owned()).collect();
     lines.join("\r\n")
 }
 
 /// A mail with the given extra headers and one multipart body of `parts`.
 fn multipart(subtype: &str, boundary: &str, headers: &str, parts: &[String]) -> String {
-    let mut mail = format!(
-        "{headers}MIME-Version: 1.0\r\nContent-Type: multipart/{subtype}; boundary=\"{boundary}\"\r\n\r\n"
-    );
+    let mut mail =
+        format!("{headers}MIME-Version: 1.0\r\nContent-Type: multipart/{subtype}; boundary=\"{boundary}\"\r\n\r\n");
     for part in parts {
         mail.push_str(&format!("--{boundary}\r\n{part}\r\n"));
     }
@@ -68,16 +56,11 @@ fn base64_calendar_attachment(ics: &str) -> String {
     )
 }
 
-const HEADERS: &str =
-    "From: Alice <Alice@Example.org>\r\nTo: assistant@example.com\r\nSubject: Sync\r\n";
+const HEADERS: &str = "From: Alice <Alice@Example.org>\r\nTo: assistant@example.com\r\nSubject: Sync\r\n";
 
 #[test]
 fn text_calendar_in_multipart_alternative() {
-    let parts = [
-        part("text/plain", "", "Join us"),
-        part("text/html", "", "<p>Join</p>"),
-        calendar_part(),
-    ];
+    let parts = [part("text/plain", "", "Join us"), part("text/html", "", "<p>Join</p>"), calendar_part()];
     let got = run(&multipart("alternative", "alt", HEADERS, &parts));
     assert_eq!(got.calendars.len(), 1, "{got:?}");
     let cal = &got.calendars[0];
@@ -90,56 +73,26 @@ fn text_calendar_in_multipart_alternative() {
 
 #[test]
 fn forwarded_message_with_base64_calendar_two_levels_down() {
-    let b64 = part(
-        "text/calendar; method=REQUEST",
-        "Content-Transfer-Encoding: base64\r\n",
-        &base64(ICS.as_bytes()),
-    );
-    let alternative = multipart(
-        "alternative",
-        "inner-alt",
-        "",
-        &[part("text/plain", "", "invite"), b64],
-    );
-    let inner = multipart(
-        "mixed",
-        "inner-mix",
-        "From: bob@example.net\r\nSubject: Invite\r\n",
-        &[alternative],
-    );
+    let b64 = part("text/calendar; method=REQUEST", "Content-Transfer-Encoding: base64\r\n", &base64(ICS.as_bytes()));
+    let alternative = multipart("alternative", "inner-alt", "", &[part("text/plain", "", "invite"), b64]);
+    let inner = multipart("mixed", "inner-mix", "From: bob@example.net\r\nSubject: Invite\r\n", &[alternative]);
     let outer = multipart(
         "mixed",
         "outer",
         "From: carol@example.com\r\nSubject: Fwd: Invite\r\n",
-        &[
-            part("text/plain", "", "FYI"),
-            part("message/rfc822", "", &inner),
-        ],
+        &[part("text/plain", "", "FYI"), part("message/rfc822", "", &inner)],
     );
     let got = run(&outer);
     assert_eq!(got.calendars.len(), 1, "{got:?}");
     assert_eq!(got.calendars[0].bytes, ICS.as_bytes());
     assert_eq!(got.calendars[0].method_param.as_deref(), Some("REQUEST"));
-    assert_eq!(
-        got.from.as_deref(),
-        Some("carol@example.com"),
-        "header facts are the outer message's"
-    );
+    assert_eq!(got.from.as_deref(), Some("carol@example.com"), "header facts are the outer message's");
 }
 
 #[test]
 fn base64_encoded_forwarded_message() {
-    let inner = multipart(
-        "mixed",
-        "in",
-        "From: bob@example.net\r\n",
-        &[calendar_part()],
-    );
-    let rfc822 = part(
-        "message/rfc822",
-        "Content-Transfer-Encoding: base64\r\n",
-        &base64(inner.as_bytes()),
-    );
+    let inner = multipart("mixed", "in", "From: bob@example.net\r\n", &[calendar_part()]);
+    let rfc822 = part("message/rfc822", "Content-Transfer-Encoding: base64\r\n", &base64(inner.as_bytes()));
     let got = run(&multipart("mixed", "out", HEADERS, &[rfc822]));
     assert_eq!(got.calendars.len(), 1, "{got:?}");
     assert_eq!(got.calendars[0].method_param.as_deref(), Some("REQUEST"));
@@ -149,17 +102,8 @@ fn base64_encoded_forwarded_message() {
 fn forwarded_messages_base64_encoded_beyond_parser_nesting() {
     let mut mail = multipart("mixed", "b0", "From: x@example.net\r\n", &[calendar_part()]);
     for level in 1..=5 {
-        let rfc822 = part(
-            "message/rfc822",
-            "Content-Transfer-Encoding: base64\r\n",
-            &base64(mail.as_bytes()),
-        );
-        mail = multipart(
-            "mixed",
-            &format!("b{level}"),
-            "From: x@example.net\r\n",
-            &[rfc822],
-        );
+        let rfc822 = part("message/rfc822", "Content-Transfer-Encoding: base64\r\n", &base64(mail.as_bytes()));
+        mail = multipart("mixed", &format!("b{level}"), "From: x@example.net\r\n", &[rfc822]);
     }
     let got = run(&mail);
     assert_eq!(got.calendars.len(), 1, "{got:?}");
@@ -198,10 +142,7 @@ fn the_same_calendar_as_part_and_attachment_counts_once() {
     let parts = [calendar_part(), base64_calendar_attachment(&lf_copy)];
     let got = run(&multipart("mixed", "m", HEADERS, &parts));
     assert_eq!(got.calendars.len(), 1, "{got:?}");
-    assert_eq!(
-        got.calendars[0].content_type, "text/calendar",
-        "the first copy is kept"
-    );
+    assert_eq!(got.calendars[0].content_type, "text/calendar", "the first copy is kept");
 }
 
 #[test]
@@ -230,10 +171,7 @@ fn bare_calendar_input_is_one_part_without_header_facts() {
     assert_eq!(got.calendars[0].content_type, "text/calendar");
     assert_eq!((got.from, got.subject, got.message_id), (None, None, None));
 
-    let utf16: Vec<u8> = [0xFF, 0xFE]
-        .into_iter()
-        .chain(ICS.encode_utf16().flat_map(u16::to_le_bytes))
-        .collect();
+    let utf16: Vec<u8> = [0xFF, 0xFE].into_iter().chain(ICS.encode_utf16().flat_map(u16::to_le_bytes)).collect();
     let got = extract(&utf16, &MimeLimits::default());
     assert_eq!(got.calendars.len(), 1);
     assert_eq!(got.calendars[0].bytes, utf16);
@@ -242,11 +180,7 @@ fn bare_calendar_input_is_one_part_without_header_facts() {
 #[test]
 fn utf16_calendar_part_keeps_its_bytes() {
     let utf16: Vec<u8> = ICS.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    let attachment = part(
-        "application/octet-stream",
-        "Content-Transfer-Encoding: base64\r\n",
-        &base64(&utf16),
-    );
+    let attachment = part("application/octet-stream", "Content-Transfer-Encoding: base64\r\n", &base64(&utf16));
     let got = run(&multipart("mixed", "m", HEADERS, &[attachment]));
     assert_eq!(got.calendars.len(), 1, "{got:?}");
     assert_eq!(got.calendars[0].bytes, utf16);
@@ -254,14 +188,9 @@ fn utf16_calendar_part_keeps_its_bytes() {
 
 #[test]
 fn undeclared_latin1_calendar_keeps_its_bytes() {
-    let latin1: Vec<u8> = ICS
-        .replace("Sync", "R\u{e9}union")
-        .chars()
-        .map(|c| c as u8)
-        .collect();
+    let latin1: Vec<u8> = ICS.replace("Sync", "R\u{e9}union").chars().map(|c| c as u8).collect();
     let mut mail =
-        format!("{HEADERS}Content-Type: text/calendar\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
-            .into_bytes();
+        format!("{HEADERS}Content-Type: text/calendar\r\nContent-Transfer-Encoding: 8bit\r\n\r\n").into_bytes();
     mail.extend_from_slice(&latin1);
     let got = extract(&mail, &MimeLimits::default());
     assert_eq!(got.calendars.len(), 1, "{got:?}");
@@ -287,10 +216,7 @@ fn no_calendar_gives_no_calendars() {
         "alternative",
         "a",
         HEADERS,
-        &[
-            part("text/plain", "", "hello"),
-            part("text/html", "", "<b>hi</b>"),
-        ],
+        &[part("text/plain", "", "hello"), part("text/html", "", "<b>hi</b>")],
     ));
     assert!(got.calendars.is_empty(), "{got:?}");
     assert!(run("").calendars.is_empty());
@@ -305,11 +231,7 @@ fn nesting_beyond_max_depth_is_a_problem_not_a_panic() {
     }
     let got = run(&format!("{HEADERS}{mail}"));
     assert!(got.calendars.is_empty(), "{got:?}");
-    assert!(
-        got.problems.iter().any(|p| p.contains("deeper than 16")),
-        "{:?}",
-        got.problems
-    );
+    assert!(got.problems.iter().any(|p| p.contains("deeper than 16")), "{:?}", got.problems);
 }
 
 fn nested_forwards(depth: usize) -> String {
@@ -324,63 +246,30 @@ fn nested_forwards(depth: usize) -> String {
 #[test]
 fn forwards_nested_beyond_max_depth_are_a_problem() {
     let got = run(&nested_forwards(40));
-    assert!(
-        got.problems.iter().any(|p| p.contains("deeper than 16")),
-        "{:?}",
-        got.problems
-    );
+    assert!(got.problems.iter().any(|p| p.contains("deeper than 16")), "{:?}", got.problems);
 }
 
 #[test]
 fn a_hundred_thousand_nested_forwards_do_not_overflow_the_stack() {
     let got = run(&nested_forwards(100_000));
     assert_eq!(got.from.as_deref(), Some("alice@example.org"));
-    assert!(
-        got.problems
-            .iter()
-            .any(|p| p.contains("only the top headers read")),
-        "{:?}",
-        got.problems
-    );
+    assert!(got.problems.iter().any(|p| p.contains("only the top headers read")), "{:?}", got.problems);
 }
 
 #[test]
 fn too_many_parts_is_a_problem() {
-    let parts: Vec<String> = (0..20)
-        .map(|i| part("text/plain", "", &format!("part {i}")))
-        .collect();
-    let limits = MimeLimits {
-        max_parts: 5,
-        ..MimeLimits::default()
-    };
+    let parts: Vec<String> = (0..20).map(|i| part("text/plain", "", &format!("part {i}"))).collect();
+    let limits = MimeLimits { max_parts: 5, ..MimeLimits::default() };
     let got = extract(multipart("mixed", "m", HEADERS, &parts).as_bytes(), &limits);
-    assert!(
-        got.problems
-            .iter()
-            .any(|p| p.contains("more than 5 MIME parts")),
-        "{:?}",
-        got.problems
-    );
+    assert!(got.problems.iter().any(|p| p.contains("more than 5 MIME parts")), "{:?}", got.problems);
 }
 
 #[test]
 fn oversized_calendar_is_skipped_with_a_problem() {
-    let limits = MimeLimits {
-        max_calendar_bytes: 50,
-        ..MimeLimits::default()
-    };
-    let got = extract(
-        multipart("mixed", "m", HEADERS, &[calendar_part()]).as_bytes(),
-        &limits,
-    );
+    let limits = MimeLimits { max_calendar_bytes: 50, ..MimeLimits::default() };
+    let got = extract(multipart("mixed", "m", HEADERS, &[calendar_part()]).as_bytes(), &limits);
     assert!(got.calendars.is_empty());
-    assert!(
-        got.problems
-            .iter()
-            .any(|p| p.contains("50-byte calendar limit")),
-        "{:?}",
-        got.problems
-    );
+    assert!(got.problems.iter().any(|p| p.contains("50-byte calendar limit")), "{:?}", got.problems);
 }
 
 #[test]
@@ -390,26 +279,14 @@ fn tnef_attachment_gives_a_hint() {
         "Content-Transfer-Encoding: base64\r\n",
         &base64(b"\x78\x9f\x3e\x22"),
     );
-    let got = run(&multipart(
-        "mixed",
-        "m",
-        HEADERS,
-        &[part("text/plain", "", "hi"), tnef],
-    ));
+    let got = run(&multipart("mixed", "m", HEADERS, &[part("text/plain", "", "hi"), tnef]));
     assert!(got.calendars.is_empty());
-    assert!(
-        got.problems
-            .iter()
-            .any(|p| p.starts_with("TNEF (winmail.dat)")),
-        "{:?}",
-        got.problems
-    );
+    assert!(got.problems.iter().any(|p| p.starts_with("TNEF (winmail.dat)")), "{:?}", got.problems);
 }
 
 #[test]
 fn rfc2047_subject_is_decoded() {
-    let got =
-        run("Subject: =?UTF-8?Q?R=C3=A9union_d=27=C3=A9quipe?=\r\nFrom: a@example.org\r\n\r\nbody");
+    let got = run("Subject: =?UTF-8?Q?R=C3=A9union_d=27=C3=A9quipe?=\r\nFrom: a@example.org\r\n\r\nbody");
     assert_eq!(got.subject.as_deref(), Some("Réunion d'équipe"));
     let got = run("Subject: =?ISO-8859-1?B?Uul1bmlvbg==?=\r\n\r\nbody");
     assert_eq!(got.subject.as_deref(), Some("Réunion"));
@@ -422,13 +299,8 @@ X-Original-To: Zed@example.com\r\nTo: One <one@example.com>, Two@Example.com\r\n
 Cc: two@example.com, three@example.com\r\nDelivered-To: assistant@example.com\r\n\
 delivered-to: ONE@example.com\r\nMessage-ID: <id-1@example.org>\r\n\r\nbody";
     let got = run(mail);
-    let expected = [
-        "one@example.com",
-        "two@example.com",
-        "three@example.com",
-        "assistant@example.com",
-        "zed@example.com",
-    ];
+    let expected =
+        ["one@example.com", "two@example.com", "three@example.com", "assistant@example.com", "zed@example.com"];
     assert_eq!(got.header_recipients, expected);
     assert_eq!(got.sender.as_deref(), Some("sec@example.org"));
     assert_eq!(got.message_id.as_deref(), Some("id-1@example.org"));
@@ -441,20 +313,13 @@ Received: from a by b\r\nAuthentication-Results: relay.example.net; dkim=fail\r\
     let got = run(mail);
     assert_eq!(
         got.authentication_results,
-        [
-            "mx.example.com; spf=pass smtp.mailfrom=example.org",
-            "relay.example.net; dkim=fail"
-        ]
+        ["mx.example.com; spf=pass smtp.mailfrom=example.org", "relay.example.net; dkim=fail"]
     );
 }
 
 #[test]
 fn leading_blank_line_of_spaces_is_skipped() {
-    let mail = format!(
-        "{}\r\n{}",
-        " ".repeat(250),
-        multipart("mixed", "m", HEADERS, &[calendar_part()])
-    );
+    let mail = format!("{}\r\n{}", " ".repeat(250), multipart("mixed", "m", HEADERS, &[calendar_part()]));
     let got = run(&mail);
     assert_eq!(got.from.as_deref(), Some("alice@example.org"));
     assert_eq!(got.calendars.len(), 1, "{got:?}");
@@ -473,10 +338,7 @@ Content-Type: text/calendar\r\n\r\n{ICS}--undeclared--\r\n"
 }
 
 fn shared_dir(relative: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("shared")
-        .join(relative);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join(relative);
     if dir.exists() {
         Some(dir)
     } else {
@@ -495,13 +357,7 @@ fn corpus_mails() -> Vec<(String, Vec<u8>)> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "eml"))
         .map(|p| {
-            (
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                std::fs::read(&p).expect("readable"),
-            )
+            (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), std::fs::read(&p).expect("readable"))
         })
         .collect();
     mails.sort();
@@ -513,25 +369,13 @@ fn every_corpus_mail_but_tnef_yields_a_calendar() {
     for (name, raw) in corpus_mails() {
         let got = extract(&raw, &MimeLimits::default());
         if name == "tine20__outlook2003-winmail-dat-not-meeting.eml" {
-            assert!(
-                got.problems.iter().any(|p| p.starts_with("TNEF")),
-                "{name}: {:?}",
-                got.problems
-            );
+            assert!(got.problems.iter().any(|p| p.starts_with("TNEF")), "{name}: {:?}", got.problems);
             continue;
         }
-        assert!(
-            !got.calendars.is_empty(),
-            "{name}: no calendar, problems {:?}",
-            got.problems
-        );
+        assert!(!got.calendars.is_empty(), "{name}: no calendar, problems {:?}", got.problems);
         for cal in &got.calendars {
             let text = String::from_utf8_lossy(&cal.bytes).to_ascii_uppercase();
-            assert!(
-                text.contains("BEGIN:VCALENDAR"),
-                "{name}: {} part without BEGIN:VCALENDAR",
-                cal.content_type
-            );
+            assert!(text.contains("BEGIN:VCALENDAR"), "{name}: {} part without BEGIN:VCALENDAR", cal.content_type);
         }
     }
 }
@@ -544,9 +388,7 @@ fn peers_fixture_invite() {
     let raw = std::fs::read(dir.join("invite.eml")).expect("fixture readable");
     let got = extract(&raw, &MimeLimits::default());
     assert_eq!(got.from.as_deref(), Some("alice@example.org"));
-    assert!(got
-        .header_recipients
-        .contains(&"assistant@example.com".to_owned()));
+    assert!(got.header_recipients.contains(&"assistant@example.com".to_owned()));
     assert_eq!(got.calendars.len(), 1);
     assert_eq!(got.calendars[0].method_param.as_deref(), Some("REQUEST"));
     assert_eq!(got.message_id.as_deref(), Some("invite-001@example.org"));

@@ -17,13 +17,8 @@ use super::sniff::starts_with_calendar;
 use crate::model::CalendarPart;
 
 /// Content types that declare an iCalendar object, lowercased.
-const CALENDAR_TYPES: [&str; 5] = [
-    "text/calendar",
-    "text/x-vcalendar",
-    "text/vcalendar",
-    "application/ics",
-    "application/calendar",
-];
+const CALENDAR_TYPES: [&str; 5] =
+    ["text/calendar", "text/x-vcalendar", "text/vcalendar", "application/ics", "application/calendar"];
 
 /// File name endings of iCalendar / vCalendar attachments, lowercased.
 const CALENDAR_EXTENSIONS: [&str; 2] = [".ics", ".vcs"];
@@ -33,8 +28,7 @@ const CALENDAR_EXTENSIONS: [&str; 2] = [".ics", ".vcs"];
 const TNEF_TYPES: [&str; 2] = ["application/ms-tnef", "application/vnd.ms-tnef"];
 const TNEF_NAME: &str = "winmail.dat";
 /// The problem recorded for TNEF, worded so the pipeline can pass it on as a hint.
-const TNEF_HINT: &str =
-    "TNEF (winmail.dat) attachment not read: ask the sender to forward the invite as iCalendar";
+const TNEF_HINT: &str = "TNEF (winmail.dat) attachment not read: ask the sender to forward the invite as iCalendar";
 
 /// What one MIME part declares about itself.
 struct Label {
@@ -52,11 +46,7 @@ impl Label {
             || "text/plain".to_owned(),
             |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default()).to_lowercase(),
         );
-        let attribute = |name: &str| {
-            ct.and_then(|ct| ct.attribute(name))
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
+        let attribute = |name: &str| ct.and_then(|ct| ct.attribute(name)).map(str::trim).filter(|v| !v.is_empty());
         Self {
             content_type,
             method: attribute("method").map(str::to_uppercase),
@@ -74,27 +64,17 @@ impl Label {
 
     fn is_tnef(&self) -> bool {
         TNEF_TYPES.contains(&self.content_type.as_str())
-            || self
-                .filename
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(TNEF_NAME))
+            || self.filename.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(TNEF_NAME))
     }
 
     fn is_forwarded_message(&self) -> bool {
-        matches!(
-            self.content_type.as_str(),
-            "message/rfc822" | "message/global"
-        )
+        matches!(self.content_type.as_str(), "message/rfc822" | "message/global")
     }
 }
 
 /// Walks `msg` (nested `depth` levels deep) and adds what it finds to `found`.
 pub(super) fn walk_message(msg: &Message<'_>, depth: usize, found: &mut Found<'_>) {
-    let mut walk = Walk {
-        found,
-        parts_seen: 0,
-        stopped: false,
-    };
+    let mut walk = Walk { found, parts_seen: 0, stopped: false };
     walk.message(msg, depth);
 }
 
@@ -138,19 +118,13 @@ impl Walk<'_, '_> {
     fn within_limits(&mut self, depth: usize) -> bool {
         let limits = self.found.limits();
         if depth > limits.max_depth {
-            let text = format!(
-                "MIME nesting deeper than {} levels: deeper parts not read",
-                limits.max_depth
-            );
+            let text = format!("MIME nesting deeper than {} levels: deeper parts not read", limits.max_depth);
             self.found.problem(text);
             return false;
         }
         self.parts_seen += 1;
         if self.parts_seen > limits.max_parts {
-            let text = format!(
-                "more than {} MIME parts: the rest not read",
-                limits.max_parts
-            );
+            let text = format!("more than {} MIME parts: the rest not read", limits.max_parts);
             self.found.problem(text);
             self.stopped = true;
             return false;
@@ -170,10 +144,7 @@ impl Walk<'_, '_> {
     /// Keeps the part if it is a calendar by type, file name or content.
     fn leaf(&mut self, msg: &Message<'_>, part: &MessagePart<'_>, label: &Label) {
         if part.is_encoding_problem && !part.is_empty() {
-            self.found.problem(format!(
-                "{} part with damaged encoding read as raw text",
-                label.content_type
-            ));
+            self.found.problem(format!("{} part with damaged encoding read as raw text", label.content_type));
         }
         if label.is_tnef() {
             self.found.problem(TNEF_HINT.to_owned());
@@ -198,18 +169,11 @@ impl Walk<'_, '_> {
 /// is a faithful decoding, so it is kept as UTF-8. Without one (or for UTF-8)
 /// it decoded lossily, which would destroy Latin-1 or UTF-16 calendars, so the
 /// raw body is transfer-decoded again and the declared charset kept.
-fn body_bytes<'m>(
-    msg: &'m Message<'_>,
-    part: &'m MessagePart<'_>,
-    label: &Label,
-) -> (Cow<'m, [u8]>, Option<String>) {
+fn body_bytes<'m>(msg: &'m Message<'_>, part: &'m MessagePart<'_>, label: &Label) -> (Cow<'m, [u8]>, Option<String>) {
     let declared = label.charset.clone();
     match &part.body {
         PartType::Text(text) | PartType::Html(text) => {
-            let decoded = declared
-                .as_deref()
-                .and_then(|c| charset_decoder(c.as_bytes()))
-                .is_some();
+            let decoded = declared.as_deref().and_then(|c| charset_decoder(c.as_bytes())).is_some();
             if decoded {
                 (Cow::Borrowed(text.as_bytes()), Some("utf-8".to_owned()))
             } else {
@@ -224,9 +188,7 @@ fn body_bytes<'m>(
 /// The part's body bytes from the raw message, undoing base64 or
 /// quoted-printable; `None` when the offsets or the encoding do not hold.
 fn transfer_decoded<'m>(msg: &'m Message<'_>, part: &MessagePart<'_>) -> Option<Cow<'m, [u8]>> {
-    let raw = msg
-        .raw_message
-        .get(part.offset_body as usize..part.offset_end as usize)?;
+    let raw = msg.raw_message.get(part.offset_body as usize..part.offset_end as usize)?;
     let (end, bytes) = match part.encoding {
         Encoding::None => return Some(Cow::Borrowed(raw)),
         Encoding::Base64 => MessageStream::new(raw).decode_base64_mime(b""),

@@ -103,12 +103,11 @@ impl Store for SqliteStore {
     }
 
     async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
-        let row: Option<(i64, Vec<u8>, String, String, String)> = sqlx::query_as(
-            "SELECT id, raw, envelope_rcpts, received_at, status FROM messages WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(i64, Vec<u8>, String, String, String)> =
+            sqlx::query_as("SELECT id, raw, envelope_rcpts, received_at, status FROM messages WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|(id, raw, rcpts, received_at, status)| {
             Ok(StoredMessage {
                 id,
@@ -169,14 +168,16 @@ impl Store for SqliteStore {
         .bind(ts(now))
         .execute(&mut *tx)
         .await?;
-        let event_id: i64 = sqlx::query_scalar("SELECT id FROM events WHERE tenant = ? AND uid = ? AND recurrence_id = ?")
-            .bind(&key.tenant)
-            .bind(&key.uid)
-            .bind(&rid)
-            .fetch_one(&mut *tx)
-            .await?;
+        let event_id: i64 =
+            sqlx::query_scalar("SELECT id FROM events WHERE tenant = ? AND uid = ? AND recurrence_id = ?")
+                .bind(&key.tenant)
+                .bind(&key.uid)
+                .bind(&rid)
+                .fetch_one(&mut *tx)
+                .await?;
 
-        let (version_id, version_is_new) = insert_version(&mut tx, event_id, message_id, version, version_hash, now).await?;
+        let (version_id, version_is_new) =
+            insert_version(&mut tx, event_id, message_id, version, version_hash, now).await?;
         sqlx::query("INSERT OR IGNORE INTO version_messages (version_id, message_id) VALUES (?, ?)")
             .bind(version_id)
             .bind(message_id)
@@ -202,7 +203,8 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
 
-        let created_job_ids = apply_job_changes(&mut tx, key, event_id, &outcome.job_changes, &outcome.job_requesters, now).await?;
+        let created_job_ids =
+            apply_job_changes(&mut tx, key, event_id, &outcome.job_changes, &outcome.job_requesters, now).await?;
         tx.commit().await?;
         Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created_job_ids })
     }
@@ -375,7 +377,10 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, event_id: i64) -> R
         .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(EventHistory {
         versions,
-        past_requesters: requesters.into_iter().map(|(email, authenticated)| Requester { email, authenticated }).collect(),
+        past_requesters: requesters
+            .into_iter()
+            .map(|(email, authenticated)| Requester { email, authenticated })
+            .collect(),
         active_jobs,
     })
 }
