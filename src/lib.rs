@@ -8,17 +8,17 @@
 //! Pure steps (`mime`, `ics`, `conference`, `state`, `eligibility`, `schedule`) take
 //! values and return values; only `store`, `intake` and `http` touch the outside world.
 
-pub mod ics;
-pub mod mime;
-pub mod model;
+pub mod cli;
 pub mod conference;
 pub mod config;
 pub mod eligibility;
+pub mod http;
+pub mod ics;
+pub mod mime;
+pub mod model;
+pub mod pipeline;
 pub mod schedule;
+pub mod serve;
 pub mod state;
 pub mod store;
-pub mod pipeline;
-pub mod cli;
-pub mod http;
-pub mod serve;
 pub mod telemetry;

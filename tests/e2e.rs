@@ -167,7 +167,8 @@ async fn identical_version_from_an_eligible_second_forwarder_makes_the_job_appea
     assert_eq!((r.versions_stored, r.jobs_created), (1, 0));
     // Alice forwards the very same event (her own mail, so other bytes).
     let alice = no_seat.replace("From: No Seat <noseat@acme.com>", "From: Alice <alice@acme.com>");
-    let r = ingest(store.as_ref(), &config, alice.into_bytes(), Source::File, None, vec![], common::now()).await.unwrap();
+    let r =
+        ingest(store.as_ref(), &config, alice.into_bytes(), Source::File, None, vec![], common::now()).await.unwrap();
     assert_eq!((r.versions_stored, r.jobs_created), (0, 1));
     let jobs = active(store.as_ref()).await;
     assert_eq!(jobs[0].requesters, vec!["alice@acme.com".to_string()]);
