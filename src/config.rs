@@ -298,8 +298,30 @@ impl Config {
         if self.tenants.is_empty() {
             return bad("tenants".into(), "at least one [[tenants]] entry is required".into());
         }
-        if self.scheduling.horizon_days < 1 {
-            return bad("scheduling.horizon_days".into(), "must be at least 1".into());
+        let s = &self.scheduling;
+        let ranges = [
+            ("scheduling.horizon_days", s.horizon_days, 1, 3650),
+            ("scheduling.join_lead_seconds", s.join_lead_seconds, 0, 86_400),
+            ("scheduling.cloud_fetch_delay_seconds", s.cloud_fetch_delay_seconds, 0, 30 * 86_400),
+            ("scheduling.tick_seconds", i64::try_from(s.tick_seconds).unwrap_or(i64::MAX), 1, 3600),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return bad(key.into(), format!("{value} is outside {min}..={max}"));
+            }
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_message_bytes", l.max_message_bytes),
+            ("limits.max_mime_depth", l.max_mime_depth),
+            ("limits.max_mime_parts", l.max_mime_parts),
+            ("limits.max_ics_bytes", l.max_ics_bytes),
+            ("limits.max_events_per_calendar", l.max_events_per_calendar),
+            ("limits.max_occurrences", l.max_occurrences),
+        ] {
+            if value == 0 {
+                return bad(key.into(), "must be at least 1".into());
+            }
         }
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
@@ -333,7 +355,11 @@ impl Config {
                         .into(),
                 );
             }
+            let mut emails = HashSet::new();
             for (j, u) in t.users.iter().enumerate() {
+                if !emails.insert(u.email.to_ascii_lowercase()) {
+                    return bad(key(&format!("users[{j}].email")), format!("{:?} is listed twice", u.email));
+                }
                 if !u.email.contains('@') {
                     return bad(key(&format!("users[{j}].email")), format!("{:?} is not a mail address", u.email));
                 }

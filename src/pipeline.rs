@@ -2,8 +2,6 @@
 //! state → eligibility → jobs. `explain` runs them without writing; `process_message`
 //! runs them against the store.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -89,8 +87,8 @@ pub fn read_message<'c>(config: &'c Config, raw: &[u8], envelope_rcpts: &[String
     Reading { extracted, tenants }
 }
 
-/// Every event of the message, read in `tz`, one per (UID, RECURRENCE-ID, SEQUENCE): the same
-/// invite as a part and as an attachment counts once (the copy that names a METHOD wins).
+/// Every event of the message, read in `tz`, one per (UID, RECURRENCE-ID, SEQUENCE, cancelled):
+/// the same invite as a part and as an attachment counts once (the copy that names a METHOD wins).
 pub fn read_events(
     config: &Config,
     extracted: &Extracted,
@@ -153,6 +151,18 @@ pub struct EventContext<'a> {
     pub now: DateTime<Utc>,
 }
 
+/// What the current state of one event calls for.
+pub struct EventPlan {
+    /// The decision for the requester of the message at hand.
+    pub decision: Decision,
+    pub conference: Option<Conference>,
+    pub job_changes: Vec<JobChange>,
+    /// Everyone for whom the meeting is eligible: listed on the jobs.
+    pub job_requesters: Vec<String>,
+    /// What could not be worked out (a recurrence rule that does not expand).
+    pub problems: Vec<String>,
+}
+
 /// The decision for `requester` on the current state, and the jobs the current state calls
 /// for: those of the first requester (past or present) for whom the meeting is eligible,
 /// so that an ineligible second forwarder cannot cancel a job someone else was entitled to.
@@ -162,7 +172,7 @@ pub fn decide_event(
     requester: Option<&Requester>,
     past_requesters: &[Requester],
     active_jobs: &[ActiveJob],
-) -> (Decision, Option<Conference>, Vec<JobChange>, Vec<String>) {
+) -> EventPlan {
     let conference = conference::detect(&current.links, ctx.tenant.consent_base_url.as_deref());
     let occurrences =
         schedule::upcoming_occurrences(current, ctx.tenant.timezone(), ctx.now, ctx.config.limits.max_occurrences);
@@ -198,8 +208,13 @@ pub fn decide_event(
         }
         _ => vec![],
     };
-    let requesters = eligible.iter().map(|(r, _)| r.email.clone()).collect();
-    (decision, conference, schedule::diff_jobs(active_jobs, &desired), requesters)
+    EventPlan {
+        decision,
+        job_changes: schedule::diff_jobs(active_jobs, &desired, ctx.now),
+        job_requesters: eligible.iter().map(|(r, _)| r.email.clone()).collect(),
+        conference,
+        problems: occurrences.problems,
+    }
 }
 
 /// The requester of a mail for one tenant, from its From and an event's organizer.
@@ -223,30 +238,28 @@ pub fn explain(config: &Config, raw: &[u8], envelope_rcpts: &[String], now: Date
     let events = events
         .iter()
         .map(|e| {
-            let (decision, conference) = match tenant {
+            let plan = match tenant {
                 Some(t) => {
                     let ctx = EventContext { config, tenant: t, now };
                     let r = requester_for(t, &reading.extracted, Some(e));
-                    let (d, c, _, _) = decide_event(&ctx, e, r.as_ref(), &[], &[]);
-                    (d, c)
+                    decide_event(&ctx, e, r.as_ref(), &[], &[])
                 }
-                None => (
-                    Decision {
-                        eligible: false,
-                        reasons: vec![Reason::new(ReasonCode::UnknownRecipient, "no company to decide for")],
-                        plan: None,
-                        skipped: vec![],
-                    },
-                    conference::detect(&e.links, None),
-                ),
+                // Precise rule 1: the recipient is a whole-message reason, given at the top.
+                None => EventPlan {
+                    decision: Decision { eligible: false, reasons: vec![], plan: None, skipped: vec![] },
+                    conference: conference::detect(&e.links, None),
+                    job_changes: vec![],
+                    job_requesters: vec![],
+                    problems: vec![],
+                },
             };
-            explained(e, conference.as_ref(), decision)
+            explained(e, plan)
         })
         .collect();
     Explanation { recipient_tenant: tenant.map(|t| t.id.clone()), requester, reasons, events, problems }
 }
 
-fn explained(e: &EventVersion, conference: Option<&Conference>, decision: Decision) -> ExplainedEvent {
+fn explained(e: &EventVersion, plan: EventPlan) -> ExplainedEvent {
     ExplainedEvent {
         uid: e.uid.clone(),
         recurrence_id: e.recurrence_id,
@@ -262,9 +275,9 @@ fn explained(e: &EventVersion, conference: Option<&Conference>, decision: Decisi
         organizer: e.organizer.as_ref().map(|o| o.email.clone()),
         attendees: e.attendees.clone(),
         rrule: e.rrule.clone(),
-        conference: conference.map(ConferenceView::from),
-        decision,
-        problems: e.problems.clone(),
+        conference: plan.conference.as_ref().map(ConferenceView::from),
+        decision: plan.decision,
+        problems: e.problems.iter().cloned().chain(plan.problems).collect(),
     }
 }
 
@@ -362,21 +375,23 @@ pub async fn ingest(
     process_message(store, config, spooled.id, now).await
 }
 
-/// A mail has a header block or is itself a calendar; anything else is refused with one line.
+/// A mail has a header block (after an mbox `From ` line, if any) or is itself a
+/// calendar; anything else is refused with one line before it is stored.
 fn check_looks_like_mail(raw: &[u8]) -> Result<(), IngestError> {
+    if raw.is_empty() {
+        return Err(IngestError::NotMail("the file is empty".into()));
+    }
     let head = &raw[..raw.len().min(4096)];
     let text = String::from_utf8_lossy(head);
     let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
     let calendar = trimmed.get(..15).is_some_and(|s| s.eq_ignore_ascii_case("BEGIN:VCALENDAR"))
         || head.windows(4).any(|w| w == b"B\0E\0" || w == b"\0B\0E");
-    let header = trimmed
-        .lines()
+    let mut lines = trimmed.lines().skip_while(|l| l.starts_with("From "));
+    // RFC 5322 §2.2: a field name is printable ASCII without colon or space.
+    let header = lines
         .next()
         .and_then(|l| l.split_once(':'))
-        .is_some_and(|(name, _)| !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-    if raw.is_empty() {
-        return Err(IngestError::NotMail("the file is empty".into()));
-    }
+        .is_some_and(|(name, _)| !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':'));
     if calendar || header {
         Ok(())
     } else {
@@ -436,11 +451,7 @@ async fn process_loaded(
         let reasons = message_reasons(&reading, &events, without_uid, &problems);
         log_message_reasons(message_id, Some(&tenant.id), &reasons);
         report.reasons.extend(reasons);
-        let mut seen = HashSet::new();
         for event in &events {
-            if !seen.insert((event.uid.clone(), event.recurrence_id, event.sequence)) {
-                continue;
-            }
             record_one(store, config, tenant, &reading.extracted, message_id, event, now, &mut report).await?;
         }
     }
@@ -472,14 +483,14 @@ async fn record_one(
         let current_id = history.versions.iter().find(|v| Some(&v.version) == current).map(|v| v.id);
         match current {
             Some(current) => {
-                let (decision, _, job_changes, job_requesters) =
+                let plan =
                     decide_event(&ctx, current, requester.as_ref(), &history.past_requesters, &history.active_jobs);
                 EventOutcome {
                     current_version_id: current_id,
                     requester: requester.clone(),
-                    decision,
-                    job_changes,
-                    job_requesters,
+                    decision: plan.decision,
+                    job_changes: plan.job_changes,
+                    job_requesters: plan.job_requesters,
                 }
             }
             None => EventOutcome {

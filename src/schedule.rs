@@ -60,6 +60,11 @@ pub fn upcoming_occurrences(
     }
     let tz = event.timezone.as_deref().and_then(|t| t.parse::<chrono_tz::Tz>().ok()).unwrap_or(fallback_tz);
     match expand(event, tz, start, end - start, now, max) {
+        // DTSTART is always an occurrence (RFC 5545 §3.8.5.3): a rule that loses a future
+        // DTSTART is broken, not finished.
+        Ok(upcoming) if upcoming.is_empty() && end > now => {
+            single(vec!["recurrence expands to nothing; only the first occurrence is used".into()])
+        }
         Ok(upcoming) => Occurrences { upcoming, has_start: true, problems: vec![] },
         Err(e) => single(vec![format!("recurrence not expanded, only the first occurrence is used: {e}")]),
     }
@@ -190,6 +195,8 @@ pub struct ActiveJob {
     pub run_at: DateTime<Utc>,
     pub meeting_url: String,
     pub flags: Vec<Flag>,
+    /// A recorder holds it: it is never moved under the recorder's feet.
+    pub claimed: bool,
 }
 
 /// What must change to get from the active jobs to the desired ones.
@@ -201,27 +208,38 @@ pub enum JobChange {
 }
 
 /// Matches jobs by (slot, kind): a moved single meeting is rescheduled, not replaced.
-pub fn diff_jobs(active: &[ActiveJob], desired: &[JobSpec]) -> Vec<JobChange> {
-    let mut changes = Vec::new();
+/// A run time already due stays as it is (a meeting under way is due `now`, which moves
+/// with every call). A claimed job is left alone unless its meeting moved, in which case
+/// it is cancelled and a new job takes its place. Cancellations come first, so that a
+/// replacement never meets the job it replaces.
+pub fn diff_jobs(active: &[ActiveJob], desired: &[JobSpec], now: DateTime<Utc>) -> Vec<JobChange> {
+    let mut changes: Vec<JobChange> = active
+        .iter()
+        .filter(|a| !desired.iter().any(|d| d.slot == a.slot && d.kind == a.kind))
+        .map(|a| JobChange::Cancel { id: a.id, run_at: a.run_at })
+        .collect();
+    let mut later = Vec::new();
     for spec in desired {
-        match active.iter().find(|a| a.slot == spec.slot && a.kind == spec.kind) {
-            None => changes.push(JobChange::Create(spec.clone())),
-            Some(a) => {
-                let same = a.run_at == spec.run_at
-                    && a.occurrence_start == spec.occurrence_start
-                    && a.meeting_url == spec.meeting_url
-                    && a.flags == spec.flags;
-                if !same {
-                    changes.push(JobChange::Reschedule { id: a.id, old_run_at: a.run_at, spec: spec.clone() });
-                }
+        let Some(a) = active.iter().find(|a| a.slot == spec.slot && a.kind == spec.kind) else {
+            later.push(JobChange::Create(spec.clone()));
+            continue;
+        };
+        let meeting_moved = a.occurrence_start != spec.occurrence_start || a.meeting_url != spec.meeting_url;
+        if a.claimed {
+            if meeting_moved {
+                changes.push(JobChange::Cancel { id: a.id, run_at: a.run_at });
+                later.push(JobChange::Create(spec.clone()));
             }
+            continue;
+        }
+        let due_anyway = a.run_at <= now && spec.run_at <= now;
+        let run_at = if due_anyway { a.run_at } else { spec.run_at };
+        if meeting_moved || run_at != a.run_at || a.flags != spec.flags {
+            let spec = JobSpec { run_at, ..spec.clone() };
+            later.push(JobChange::Reschedule { id: a.id, old_run_at: a.run_at, spec });
         }
     }
-    for a in active {
-        if !desired.iter().any(|d| d.slot == a.slot && d.kind == a.kind) {
-            changes.push(JobChange::Cancel { id: a.id, run_at: a.run_at });
-        }
-    }
+    changes.extend(later);
     changes
 }
 
@@ -299,11 +317,13 @@ mod tests {
 
     #[test]
     fn broken_rule_falls_back_to_first_occurrence() {
-        let mut e = event("2027-01-04T08:00:00Z", "2027-01-04T09:00:00Z");
-        e.rrule = Some("FREQ=SOMETIMES".into());
-        let o = upcoming_occurrences(&e, chrono_tz::UTC, at("2027-01-01T00:00:00Z"), 5);
-        assert_eq!(o.upcoming.len(), 1);
-        assert_eq!(o.problems.len(), 1);
+        for rule in ["FREQ=SOMETIMES", "FREQ=DAILY;INTERVAL=0", "FREQ=DAILY;UNTIL=20260101T000000Z"] {
+            let mut e = event("2027-01-04T08:00:00Z", "2027-01-04T09:00:00Z");
+            e.rrule = Some(rule.into());
+            let o = upcoming_occurrences(&e, chrono_tz::UTC, at("2027-01-01T00:00:00Z"), 5);
+            assert_eq!(o.upcoming.len(), 1, "{rule}");
+            assert_eq!(o.problems.len(), 1, "{rule}");
+        }
     }
 
     fn eligible(kind: PlanKind) -> Decision {
@@ -351,7 +371,10 @@ mod tests {
             run_at: at(run),
             meeting_url: "u".into(),
             flags: vec![],
+            claimed: false,
         };
+        let now = at("2027-01-01T00:00:00Z");
+        let diff_jobs = |a: &[ActiveJob], d: &[JobSpec]| super::diff_jobs(a, d, now);
         let moved = diff_jobs(&[active(1, None, "2027-01-04T08:00:00Z")], &[spec(None, "2027-01-05T08:00:00Z")]);
         assert!(matches!(moved.as_slice(), [JobChange::Reschedule { id: 1, .. }]));
         let same = diff_jobs(&[active(1, None, "2027-01-04T08:00:00Z")], &[spec(None, "2027-01-04T08:00:00Z")]);
@@ -360,5 +383,25 @@ mod tests {
         assert!(matches!(gone.as_slice(), [JobChange::Cancel { id: 1, .. }]));
         let new = diff_jobs(&[], &[spec(Some("2027-01-04T08:00:00Z"), "2027-01-04T08:00:00Z")]);
         assert!(matches!(new.as_slice(), [JobChange::Create(_)]));
+
+        // Already due on both sides (a meeting under way): nothing to move.
+        let due = super::diff_jobs(
+            &[active(1, None, "2027-01-04T08:00:00Z")],
+            &[JobSpec { run_at: at("2027-01-04T08:30:00Z"), ..spec(None, "2027-01-04T08:00:00Z") }],
+            at("2027-01-04T08:40:00Z"),
+        );
+        assert!(due.is_empty(), "{due:?}");
+
+        let claimed = ActiveJob { claimed: true, ..active(1, None, "2027-01-04T08:00:00Z") };
+        let same = diff_jobs(
+            &[claimed.clone()],
+            &[JobSpec { flags: vec![Flag::AuthenticatedBot], ..spec(None, "2027-01-04T08:00:00Z") }],
+        );
+        assert!(same.is_empty(), "a claimed job is not touched for a flag: {same:?}");
+        let moved = diff_jobs(&[claimed], &[spec(None, "2027-01-05T08:00:00Z")]);
+        assert!(
+            matches!(moved.as_slice(), [JobChange::Cancel { id: 1, .. }, JobChange::Create(_)]),
+            "a claimed job whose meeting moved is replaced: {moved:?}"
+        );
     }
 }

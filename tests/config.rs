@@ -36,6 +36,13 @@ fn mistakes_name_the_key_and_the_problem() {
         (format!("[scheduling]\nhorizon_days = \"soon\"\n{TENANT}"), "horizon_days"),
         ("[server]\n".to_string(), "tenants"),
         (format!("{TENANT}{TENANT}"), "appears twice"),
+        (format!("[scheduling]\nhorizon_days = 100000\n{TENANT}"), "horizon_days"),
+        (format!("[scheduling]\njoin_lead_seconds = -5\n{TENANT}"), "join_lead_seconds"),
+        (format!("[limits]\nmax_occurrences = 0\n{TENANT}"), "max_occurrences"),
+        (
+            format!("{TENANT}[[tenants.users]]\nemail = \"u@x.example\"\n[[tenants.users]]\nemail = \"U@x.example\"\n"),
+            "listed twice",
+        ),
     ];
     for (toml, key) in cases {
         let e = error_of(&toml);

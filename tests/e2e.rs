@@ -177,3 +177,65 @@ async fn identical_version_from_an_eligible_second_forwarder_makes_the_job_appea
     assert_eq!(history[0].message_ids.len(), 2, "linked to both messages");
     assert_eq!(history[0].decisions.len(), 2, "decided for each forwarder");
 }
+
+#[tokio::test]
+async fn mbox_from_line_is_ingested() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut raw = b"From alice@acme.com Mon Jan  4 09:00:00 2027\n".to_vec();
+    raw.extend(common::fixture("zoom-invite.eml"));
+    let r = ingest(store.as_ref(), &common::config(), raw, Source::File, None, vec![], common::now()).await.unwrap();
+    assert_eq!(r.jobs_created, 1);
+}
+
+#[tokio::test]
+async fn cancel_before_request_is_kept_and_an_equal_sequence_does_not_revive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+    feed(store.as_ref(), &config, "zoom-cancel.eml", common::NOW).await;
+    // A REQUEST at the cancel's SEQUENCE (2) with a later DTSTAMP: the CANCEL still wins.
+    let request = String::from_utf8(common::fixture("zoom-update.eml"))
+        .unwrap()
+        .replace("SEQUENCE:1", "SEQUENCE:2")
+        .replace("DTSTAMP:20270104T090000Z", "DTSTAMP:20270105T090000Z");
+    let r =
+        ingest(store.as_ref(), &config, request.into_bytes(), Source::File, None, vec![], common::now()).await.unwrap();
+    assert_eq!((r.versions_stored, r.jobs_created), (1, 0));
+    assert!(active(store.as_ref()).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_reply_is_stored_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+    feed(store.as_ref(), &config, "zoom-invite.eml", common::NOW).await;
+    let before = active(store.as_ref()).await;
+    let reply = String::from_utf8(common::fixture("zoom-update.eml"))
+        .unwrap()
+        .replace("METHOD:REQUEST", "METHOD:REPLY")
+        .replace("method=REQUEST", "method=REPLY")
+        .replace("SEQUENCE:1", "SEQUENCE:5");
+    let r =
+        ingest(store.as_ref(), &config, reply.into_bytes(), Source::File, None, vec![], common::now()).await.unwrap();
+    assert_eq!(r.versions_stored, 1);
+    assert_eq!(active(store.as_ref()).await, before);
+}
+
+#[tokio::test]
+async fn a_message_to_two_tenants_is_processed_for_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let raw = String::from_utf8(common::fixture("zoom-invite.eml")).unwrap().replace(
+        "To: Assistant <acme@assistant.example.com>",
+        "To: acme@assistant.example.com, globex@assistant.example.com",
+    );
+    let r = ingest(store.as_ref(), &common::config(), raw.into_bytes(), Source::File, None, vec![], common::now())
+        .await
+        .unwrap();
+    assert_eq!(r.tenants, vec!["acme".to_string(), "globex".to_string()]);
+    // acme records it; globex has no such user.
+    assert_eq!(r.versions_stored, 2);
+    assert_eq!(r.jobs_created, 1);
+}

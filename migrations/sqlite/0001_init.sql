@@ -59,6 +59,7 @@ CREATE TABLE version_messages (
 CREATE TABLE decisions (
     id            INTEGER PRIMARY KEY,
     event_id      INTEGER NOT NULL REFERENCES events(id),
+    arrived_version_id INTEGER NOT NULL REFERENCES event_versions(id), -- the version the message carried
     version_id    INTEGER REFERENCES event_versions(id),  -- the current version decided on
     message_id    INTEGER NOT NULL REFERENCES messages(id),
     requester     TEXT,
@@ -69,6 +70,7 @@ CREATE TABLE decisions (
     decided_at    TEXT    NOT NULL
 );
 CREATE INDEX decisions_event ON decisions(event_id);
+CREATE INDEX decisions_arrived ON decisions(arrived_version_id);
 
 -- Capture jobs. `state` moves scheduled → claimed → done | failed, or → cancelled.
 CREATE TABLE jobs (

@@ -53,8 +53,12 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         let transient = match &e {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-            // SQLITE_BUSY / SQLITE_LOCKED / SQLITE_FULL: another writer, or a full disk.
-            sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("5" | "6" | "13")),
+            // Primary result codes (extended codes carry them in the low byte): SQLITE_BUSY,
+            // SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: another writer, a
+            // full or failing disk. Trying later may work.
+            sqlx::Error::Database(d) => {
+                d.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
+            }
             _ => false,
         };
         if transient {

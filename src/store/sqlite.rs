@@ -188,10 +188,12 @@ impl Store for SqliteStore {
         let outcome = decide(&history);
 
         sqlx::query(
-            "INSERT INTO decisions (event_id, version_id, message_id, requester, requester_authenticated, eligible, reasons, plan, decided_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO decisions (event_id, arrived_version_id, version_id, message_id, requester, requester_authenticated,
+                                    eligible, reasons, plan, decided_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(event_id)
+        .bind(version_id)
         .bind(outcome.current_version_id)
         .bind(message_id)
         .bind(outcome.requester.as_ref().map(|r| r.email.clone()))
@@ -253,12 +255,10 @@ impl Store for SqliteStore {
                     .bind(version_id)
                     .fetch_all(&self.pool)
                     .await?;
-            // Decisions taken by messages that carried this version.
+            // The decisions taken when a message carrying this version arrived.
             let rows: Vec<(i64, String, Option<String>, bool, bool, String, Option<String>, Option<i64>)> = sqlx::query_as(
-                "SELECT d.message_id, d.decided_at, d.requester, d.requester_authenticated, d.eligible, d.reasons, d.plan, d.version_id
-                 FROM decisions d JOIN version_messages vm ON vm.message_id = d.message_id AND vm.version_id = ?
-                 JOIN event_versions v ON v.id = vm.version_id AND v.event_id = d.event_id
-                 ORDER BY d.id",
+                "SELECT message_id, decided_at, requester, requester_authenticated, eligible, reasons, plan, version_id
+                 FROM decisions WHERE arrived_version_id = ? ORDER BY id",
             )
             .bind(version_id)
             .fetch_all(&self.pool)
@@ -354,8 +354,9 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, event_id: i64) -> R
     .bind(event_id)
     .fetch_all(&mut **tx)
     .await?;
-    let jobs: Vec<(i64, String, String, String, String, String, String)> = sqlx::query_as(
-        "SELECT id, slot, kind, occurrence_start, run_at, meeting_url, flags FROM jobs
+    type ActiveRow = (i64, String, String, String, String, String, String, String);
+    let jobs: Vec<ActiveRow> = sqlx::query_as(
+        "SELECT id, slot, kind, occurrence_start, run_at, meeting_url, flags, state FROM jobs
          WHERE event_id = ? AND state IN ('scheduled', 'claimed') ORDER BY id",
     )
     .bind(event_id)
@@ -363,7 +364,7 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, event_id: i64) -> R
     .await?;
     let active_jobs = jobs
         .into_iter()
-        .map(|(id, slot, kind, occ, run_at, meeting_url, flags)| {
+        .map(|(id, slot, kind, occ, run_at, meeting_url, flags, state)| {
             Ok(ActiveJob {
                 id,
                 slot: (!slot.is_empty()).then(|| parse_ts(&slot)).transpose()?,
@@ -372,6 +373,7 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, event_id: i64) -> R
                 run_at: parse_ts(&run_at)?,
                 meeting_url,
                 flags: from_json::<Vec<Flag>>(&flags)?,
+                claimed: state == "claimed",
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -433,7 +435,7 @@ async fn apply_job_changes(
     Ok(created)
 }
 
-/// A moved job is scheduled afresh: a recorder's claim on the old time no longer holds.
+/// Moves a job that no recorder holds (`diff_jobs` replaces claimed ones instead).
 async fn update_job(
     tx: &mut Transaction<'static, Sqlite>,
     id: i64,
@@ -442,8 +444,8 @@ async fn update_job(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE jobs SET occurrence_start = ?, occurrence_end = ?, run_at = ?, state = 'scheduled', provider = ?,
-                         meeting_url = ?, flags = ?, requesters = ?, updated_at = ? WHERE id = ?",
+        "UPDATE jobs SET occurrence_start = ?, occurrence_end = ?, run_at = ?, provider = ?,
+                         meeting_url = ?, flags = ?, requesters = ?, updated_at = ? WHERE id = ? AND state = 'scheduled'",
     )
     .bind(ts(spec.occurrence_start))
     .bind(ts(spec.occurrence_end))
