@@ -2,10 +2,13 @@
 //! state → eligibility → jobs. `explain` runs them without writing; `process_message`
 //! runs them against the store.
 
+use std::panic::AssertUnwindSafe;
+
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::conference::{self, Conference, ConsentLink};
 use crate::config::{Config, SenderAuth, Tenant};
@@ -298,6 +301,9 @@ pub enum IngestError {
     TooLarge { size: usize, limit: usize },
     #[error("not a mail message: {0}")]
     NotMail(String),
+    /// A bug met this mail. The message stays stored, marked failed, for `reprocess`.
+    #[error("processing panicked: {0}")]
+    Panicked(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -307,6 +313,7 @@ impl IngestError {
         match self {
             IngestError::TooLarge { .. } => "message_too_large",
             IngestError::NotMail(_) => "not_mail",
+            IngestError::Panicked(_) => "panicked",
             IngestError::Store(e) => e.code(),
         }
     }
@@ -410,19 +417,32 @@ pub async fn process_message(
     let Some(message) = store.load_message(message_id).await? else {
         return Err(IngestError::NotMail(format!("message {message_id} is not in the store")));
     };
-    let result = process_loaded(store, config, message_id, &message.raw, &message.envelope_rcpts, now).await;
+    // A panic on one hostile mail must not take the daemon (or a batch ingest) down with it.
+    let result =
+        AssertUnwindSafe(process_loaded(store, config, message_id, &message.raw, &message.envelope_rcpts, now))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(IngestError::Panicked(panic_message(panic.as_ref()))));
     match &result {
         Ok(report) => {
             let outcome = serde_json::to_value(report).unwrap_or_default();
             store.finish_message(message_id, &outcome, None, now).await?;
         }
         Err(e) if !e.is_transient() => {
-            warn!(message_id, error_code = e.code(), error = %e, "message_failed");
+            error!(message_id, error_code = e.code(), error = %e, "message_failed");
             let _ = store.finish_message(message_id, &serde_json::Value::Null, Some(&e.to_string()), now).await;
         }
         Err(e) => warn!(message_id, error_code = e.code(), error = %e, "message_deferred"),
     }
     result
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 async fn process_loaded(

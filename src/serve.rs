@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::pipeline;
@@ -61,12 +61,10 @@ async fn resume_unfinished(config: &Config, store: &dyn Store) {
     };
     for id in ids {
         info!(message_id = id, "message_resumed");
-        if let Err(e) = pipeline::process_message(store, config, id, Utc::now()).await {
-            if e.is_transient() {
-                // The store is struggling: try the rest on the next tick.
-                return;
-            }
-            error!(message_id = id, error_code = e.code(), error = %e, "message_failed");
+        // process_message logs and records its own failures; a struggling store is retried
+        // with the rest of the messages on the next tick.
+        if pipeline::process_message(store, config, id, Utc::now()).await.is_err_and(|e| e.is_transient()) {
+            return;
         }
     }
 }

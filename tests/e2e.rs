@@ -239,3 +239,75 @@ async fn a_message_to_two_tenants_is_processed_for_each() {
     assert_eq!(r.versions_stored, 2);
     assert_eq!(r.jobs_created, 1);
 }
+
+/// A store whose event recording panics: stands in for a bug met on a hostile mail.
+struct PanickingStore(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for PanickingStore {
+    async fn spool_message(&self, m: &store::NewMessage) -> Result<store::Spooled, store::StoreError> {
+        self.0.spool_message(m).await
+    }
+    async fn load_message(&self, id: i64) -> Result<Option<store::StoredMessage>, store::StoreError> {
+        self.0.load_message(id).await
+    }
+    async fn unfinished_messages(&self, include_failed: bool) -> Result<Vec<i64>, store::StoreError> {
+        self.0.unfinished_messages(include_failed).await
+    }
+    async fn finish_message(
+        &self,
+        id: i64,
+        outcome: &serde_json::Value,
+        error: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), store::StoreError> {
+        self.0.finish_message(id, outcome, error, now).await
+    }
+    async fn record_event(
+        &self,
+        _: &store::EventKey,
+        _: i64,
+        _: &invited::model::EventVersion,
+        _: &str,
+        _: chrono::DateTime<chrono::Utc>,
+        _: &store::Decide<'_>,
+    ) -> Result<store::RecordedEvent, store::StoreError> {
+        panic!("bug while recording")
+    }
+    async fn jobs(&self, all: bool) -> Result<Vec<JobRow>, store::StoreError> {
+        self.0.jobs(all).await
+    }
+    async fn history(&self, uid: &str) -> Result<Vec<store::HistoryEntry>, store::StoreError> {
+        self.0.history(uid).await
+    }
+    async fn ping(&self) -> Result<(), store::StoreError> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_panic_while_processing_fails_the_message_not_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = open(&dir).await;
+    let store = PanickingStore(inner.clone());
+    let err = ingest(
+        &store,
+        &common::config(),
+        common::fixture("zoom-invite.eml"),
+        Source::File,
+        None,
+        vec![],
+        common::now(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "panicked");
+    assert!(err.to_string().contains("bug while recording"));
+    // Kept, marked failed, and offered to `reprocess`, which now succeeds.
+    let failed = inner.unfinished_messages(true).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(inner.unfinished_messages(false).await.unwrap().is_empty());
+    let r =
+        invited::pipeline::process_message(inner.as_ref(), &common::config(), failed[0], common::now()).await.unwrap();
+    assert_eq!(r.jobs_created, 1);
+}
