@@ -60,7 +60,7 @@ pub struct Link {
 }
 
 /// One VEVENT, normalised. This is what is stored as an event version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventVersion {
     pub uid: String,
     /// RECURRENCE-ID in UTC (all-day ids: local midnight in the event's zone).

@@ -255,25 +255,11 @@ mod tests {
     fn event(start: &str, end: &str) -> EventVersion {
         EventVersion {
             uid: "u".into(),
-            recurrence_id: None,
-            sequence: 0,
-            dtstamp: None,
             method: Some("REQUEST".into()),
-            status: None,
             start: Some(at(start)),
             end: Some(at(end)),
             timezone: Some("Europe/Berlin".into()),
-            all_day: false,
-            summary: None,
-            description: None,
-            location: None,
-            organizer: None,
-            attendees: vec![],
-            rrule: None,
-            rdates: vec![],
-            exdates: vec![],
-            links: vec![],
-            problems: vec![],
+            ..EventVersion::default()
         }
     }
 

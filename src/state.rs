@@ -30,25 +30,11 @@ mod tests {
     fn v(method: &str, seq: i64, stamp_hour: u32) -> EventVersion {
         EventVersion {
             uid: "u".into(),
-            recurrence_id: None,
             sequence: seq,
             dtstamp: Some(Utc.with_ymd_and_hms(2027, 1, 1, stamp_hour, 0, 0).unwrap()),
             method: Some(method.into()),
-            status: None,
-            start: None,
-            end: None,
-            timezone: None,
-            all_day: false,
             summary: Some(format!("{method} {seq} {stamp_hour}")),
-            description: None,
-            location: None,
-            organizer: None,
-            attendees: vec![],
-            rrule: None,
-            rdates: vec![],
-            exdates: vec![],
-            links: vec![],
-            problems: vec![],
+            ..EventVersion::default()
         }
     }
 
