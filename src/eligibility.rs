@@ -182,22 +182,16 @@ pub fn organizer_user(tenant: &Tenant, organizer: Option<&Organizer>) -> Option<
 
 /// Applies every rule and returns all failures, or the capture plan.
 pub fn decide(f: &Facts) -> Decision {
-    let mut reasons = Vec::new();
-    match f.requester {
-        None => reasons.push(Reason::new(
-            ReasonCode::UnknownRequester,
-            "neither the sender nor the organizer is a user of this company".to_string(),
-        )),
-        Some(r) => {
-            requester_rules(f.tenant, r, &mut reasons);
-            conference_rules(f, &mut reasons);
-            consent_rules(f, r, &mut reasons);
-        }
-    }
-    if f.requester.is_none() {
+    let Some(requester) = f.requester else {
         // Precise rule 2: with no requester only `unknown_requester` is reported.
-        return finish(reasons, None);
-    }
+        let reason =
+            Reason::new(ReasonCode::UnknownRequester, "neither the sender nor the organizer is a user of this company");
+        return finish(vec![reason], None);
+    };
+    let mut reasons = Vec::new();
+    requester_rules(f.tenant, requester, &mut reasons);
+    conference_rules(f, &mut reasons);
+    consent_rules(f, requester, &mut reasons);
     if f.event.is_cancel() {
         reasons.push(Reason::new(ReasonCode::Cancelled, "the meeting was cancelled"));
     }
@@ -326,7 +320,23 @@ fn consent_rules(f: &Facts, requester: &Requester, reasons: &mut Vec<Reason>) {
     }
 }
 
-/// The capture plan by provider (design.md, "Capture plan by provider"; precise rules 7–8).
+/// When a capture of an occurrence runs: a bot joins `join_lead_seconds` before the start,
+/// or at once when that is past (precise rule 8); a cloud recording is fetched
+/// `cloud_fetch_delay_seconds` after the end.
+pub fn run_at(
+    kind: PlanKind,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    scheduling: &SchedulingConfig,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    match kind {
+        PlanKind::BotJoin => (start - Duration::seconds(scheduling.join_lead_seconds)).max(now),
+        PlanKind::CloudFetch => end + Duration::seconds(scheduling.cloud_fetch_delay_seconds),
+    }
+}
+
+/// The capture plan by provider (design.md, "Capture plan by provider"; precise rule 7).
 fn capture_plan(
     tenant: &Tenant,
     scheduling: &SchedulingConfig,
@@ -336,14 +346,15 @@ fn capture_plan(
     now: DateTime<Utc>,
 ) -> Plan {
     let p = &tenant.providers;
-    let bot_join = |flags: Vec<Flag>| {
-        let run_at = (start - Duration::seconds(scheduling.join_lead_seconds)).max(now);
-        Plan { kind: PlanKind::BotJoin, run_at, flags }
+    let bot_join = |flags: Vec<Flag>| Plan {
+        kind: PlanKind::BotJoin,
+        run_at: run_at(PlanKind::BotJoin, start, end, scheduling, now),
+        flags,
     };
     match provider {
         Provider::Zoom if p.zoom.recording == ZoomRecording::Cloud => Plan {
             kind: PlanKind::CloudFetch,
-            run_at: end + Duration::seconds(scheduling.cloud_fetch_delay_seconds),
+            run_at: run_at(PlanKind::CloudFetch, start, end, scheduling, now),
             flags: vec![],
         },
         Provider::Zoom if p.zoom.auto_recording_permission => bot_join(vec![]),

@@ -14,7 +14,7 @@ use crate::conference::{self, Conference, ConsentLink};
 use crate::config::{Config, SenderAuth, Tenant};
 use crate::eligibility::{self, Decision, Facts, Reason, ReasonCode, Requester};
 use crate::model::{EventVersion, Extracted};
-use crate::schedule::{self, ActiveJob, JobChange, JobTiming};
+use crate::schedule::{self, ActiveJob, JobChange};
 use crate::store::{EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError};
 use crate::{ics, mime, state};
 
@@ -201,13 +201,8 @@ pub fn decide_event(
         asked.into_iter().map(|r| (r, decide_for(Some(r)))).filter(|(_, d)| d.eligible).collect();
     let desired = match (eligible.first(), conference.as_ref()) {
         (Some((_, d)), Some(c)) => {
-            let timing = JobTiming {
-                join_lead_seconds: ctx.config.scheduling.join_lead_seconds,
-                cloud_fetch_delay_seconds: ctx.config.scheduling.cloud_fetch_delay_seconds,
-                horizon_days: ctx.config.scheduling.horizon_days,
-            };
             let provider = c.provider.map_or("", |p| p.as_str());
-            schedule::desired_jobs(d, &occurrences, provider, &c.url, &timing, ctx.now)
+            schedule::desired_jobs(d, &occurrences, provider, &c.url, &ctx.config.scheduling, ctx.now)
         }
         _ => vec![],
     };

@@ -5,7 +5,8 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use rrule::RRuleSet;
 use serde::Serialize;
 
-use crate::eligibility::{Decision, Flag, PlanKind, Timing};
+use crate::config::SchedulingConfig;
+use crate::eligibility::{self, Decision, Flag, PlanKind, Timing};
 use crate::model::EventVersion;
 
 /// One occurrence of an event.
@@ -146,13 +147,6 @@ pub struct JobSpec {
     pub flags: Vec<Flag>,
 }
 
-/// Settings the job plan needs besides the decision.
-pub struct JobTiming {
-    pub join_lead_seconds: i64,
-    pub cloud_fetch_delay_seconds: i64,
-    pub horizon_days: i64,
-}
-
 /// The jobs an eligible decision asks for: one per occurrence that starts within the horizon
 /// (or is under way). An ineligible decision asks for none.
 pub fn desired_jobs(
@@ -160,11 +154,11 @@ pub fn desired_jobs(
     occurrences: &Occurrences,
     provider: &str,
     meeting_url: &str,
-    timing: &JobTiming,
+    scheduling: &SchedulingConfig,
     now: DateTime<Utc>,
 ) -> Vec<JobSpec> {
     let Some(plan) = decision.plan.as_ref().filter(|_| decision.eligible) else { return vec![] };
-    let horizon_end = now + Duration::days(timing.horizon_days);
+    let horizon_end = now + Duration::days(scheduling.horizon_days);
     occurrences
         .upcoming
         .iter()
@@ -174,10 +168,7 @@ pub fn desired_jobs(
             occurrence_start: o.start,
             occurrence_end: o.end,
             kind: plan.kind,
-            run_at: match plan.kind {
-                PlanKind::BotJoin => (o.start - Duration::seconds(timing.join_lead_seconds)).max(now),
-                PlanKind::CloudFetch => o.end + Duration::seconds(timing.cloud_fetch_delay_seconds),
-            },
+            run_at: eligibility::run_at(plan.kind, o.start, o.end, scheduling, now),
             provider: provider.to_string(),
             meeting_url: meeting_url.to_string(),
             flags: plan.flags.clone(),
@@ -321,7 +312,8 @@ mod tests {
         }
     }
 
-    const TIMING: JobTiming = JobTiming { join_lead_seconds: 60, cloud_fetch_delay_seconds: 900, horizon_days: 7 };
+    const TIMING: SchedulingConfig =
+        SchedulingConfig { join_lead_seconds: 60, cloud_fetch_delay_seconds: 900, horizon_days: 7, tick_seconds: 30 };
 
     #[test]
     fn jobs_inside_the_horizon_only() {
