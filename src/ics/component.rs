@@ -48,11 +48,14 @@ pub(super) fn build_calendars(lines: Vec<ContentLine>, problems: &mut Vec<String
     let mut stack: Vec<Component> = Vec::new();
     let mut top: Vec<Component> = Vec::new();
     let mut too_deep = false;
+    // Components closed by an outer END (or by the end of the stream), and stray ENDs.
+    let mut unclosed: Vec<String> = Vec::new();
+    let mut stray: Vec<String> = Vec::new();
     for line in lines {
         match line.name.as_str() {
             "BEGIN" if stack.len() >= MAX_DEPTH => too_deep = true,
             "BEGIN" => stack.push(Component::new(line.value.trim().to_ascii_uppercase())),
-            "END" => close(&mut stack, &mut top, &line.value.trim().to_ascii_uppercase()),
+            "END" => close(&mut stack, &mut top, &line.value.trim().to_ascii_uppercase(), &mut unclosed, &mut stray),
             _ => {
                 if let Some(current) = stack.last_mut() {
                     current.props.push(line);
@@ -63,19 +66,50 @@ pub(super) fn build_calendars(lines: Vec<ContentLine>, problems: &mut Vec<String
     if too_deep {
         problems.push(format!("components nested deeper than {MAX_DEPTH}; inner ones skipped"));
     }
-    if !stack.is_empty() {
-        problems.push("calendar ends inside an unclosed component".into());
-        close_all(&mut stack, &mut top);
+    unclosed.extend(stack.iter().map(|c| c.name.clone()));
+    close_all(&mut stack, &mut top);
+    for (name, count) in counted(unclosed) {
+        problems.push(format!("{count} BEGIN:{name} without END:{name}; closed where the enclosing component ends"));
+    }
+    for (name, count) in counted(stray) {
+        problems.push(format!("{count} END:{name} without BEGIN:{name} ignored"));
     }
     wrap_loose(top)
 }
 
-/// Pops up to and including the innermost open component called `name`; an
-/// END with no matching BEGIN is ignored.
-fn close(stack: &mut Vec<Component>, top: &mut Vec<Component>, name: &str) {
+/// Names with how often each occurs, in order of first occurrence.
+/// Reports only the first few distinct names: a hostile stream could hold any number.
+fn counted(names: Vec<String>) -> Vec<(String, usize)> {
+    const MAX_NAMES: usize = 8;
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for name in names {
+        match index.get(&name).and_then(|i| counts.get_mut(*i)) {
+            Some((_, count)) => *count += 1,
+            None => {
+                index.insert(name.clone(), counts.len());
+                counts.push((name, 1));
+            }
+        }
+    }
+    counts.truncate(MAX_NAMES);
+    counts
+}
+
+/// Pops up to and including the innermost open component called `name`; the
+/// components above it were never closed. An END with no matching BEGIN is ignored.
+fn close(
+    stack: &mut Vec<Component>,
+    top: &mut Vec<Component>,
+    name: &str,
+    unclosed: &mut Vec<String>,
+    stray: &mut Vec<String>,
+) {
     let Some(depth) = stack.iter().rposition(|c| c.name == name) else {
+        stray.push(name.to_string());
         return;
     };
+    unclosed.extend(stack.iter().skip(depth + 1).map(|c| c.name.clone()));
     while stack.len() > depth {
         pop_into_parent(stack, top);
     }
@@ -135,9 +169,10 @@ mod tests {
             ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:1\nEND:VEVENT\nEND:VCALENDAR\nX-JUNK:1", 1, 1, 0),
             ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nEND:VEVENT\nEND:VCALENDAR\nBEGIN:VCALENDAR\nBEGIN:VEVENT\nEND:VEVENT\nEND:VCALENDAR", 2, 2, 0),
             ("BEGIN:VEVENT\nUID:1\nEND:VEVENT", 1, 1, 0),
-            ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:1\nBEGIN:VALARM\nEND:VEVENT\nEND:VCALENDAR", 1, 1, 0),
-            ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:1", 1, 1, 1),
-            ("BEGIN:VCALENDAR\nEND:VTODO\nBEGIN:VFREEBUSY\nBEGIN:VEVENT\nEND:VEVENT\nEND:VFREEBUSY\nEND:VCALENDAR", 1, 1, 0),
+            ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:1\nBEGIN:VALARM\nEND:VEVENT\nEND:VCALENDAR", 1, 1, 1),
+            ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:1", 1, 1, 2),
+            ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:1\nEND:VCALENDAR", 1, 1, 1),
+            ("BEGIN:VCALENDAR\nEND:VTODO\nBEGIN:VFREEBUSY\nBEGIN:VEVENT\nEND:VEVENT\nEND:VFREEBUSY\nEND:VCALENDAR", 1, 1, 1),
         ];
         for (input, calendars, vevents, nproblems) in cases {
             let (built, problems) = build(input);
@@ -145,6 +180,18 @@ mod tests {
             assert_eq!(events(&built), *vevents, "{input}");
             assert_eq!(problems.len(), *nproblems, "{input}");
         }
+    }
+
+    #[test]
+    fn unclosed_components_are_named() {
+        let (_, problems) = build("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:1\nEND:VCALENDAR\nEND:VEVENT");
+        assert_eq!(
+            problems,
+            [
+                "1 BEGIN:VEVENT without END:VEVENT; closed where the enclosing component ends",
+                "1 END:VEVENT without BEGIN:VEVENT ignored",
+            ]
+        );
     }
 
     #[test]

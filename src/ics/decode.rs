@@ -59,23 +59,32 @@ fn utf16_to_utf8(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> Vec<u8> {
     text.into_bytes()
 }
 
-/// Decodes one logical line. UTF-8 when valid; otherwise the declared
-/// single-byte charset, which in practice is Latin-1 or windows-1252 (read as
-/// Latin-1). Returns whether it had to guess.
-pub(super) fn line_text(bytes: &[u8]) -> (String, bool) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => (text.to_string(), false),
-        Err(_) => (latin1(bytes), true),
-    }
+/// How lines that are not UTF-8 are read: the declared charset when
+/// `encoding_rs` knows it (and it is not UTF-8 or UTF-16, which are handled
+/// before), else windows-1252, the superset of Latin-1 that producers really
+/// write (0x80–0x9F are `€`, `‘`, `’`, …).
+pub(super) fn fallback_encoding(declared: Option<&str>) -> &'static encoding_rs::Encoding {
+    declared
+        .and_then(|label| encoding_rs::Encoding::for_label(label.trim().trim_matches('"').as_bytes()))
+        .filter(|e| *e != encoding_rs::UTF_8 && *e != encoding_rs::UTF_16LE && *e != encoding_rs::UTF_16BE)
+        .filter(|e| *e != encoding_rs::REPLACEMENT && *e != encoding_rs::X_USER_DEFINED)
+        .unwrap_or(encoding_rs::WINDOWS_1252)
 }
 
-pub(super) fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| char::from(*b)).collect()
+/// Decodes one logical line. UTF-8 when valid (a mislabelled UTF-8 calendar is
+/// far more common than single-byte text that happens to be valid UTF-8);
+/// otherwise `fallback`. Returns whether the fallback was needed.
+pub(super) fn line_text(bytes: &[u8], fallback: &'static encoding_rs::Encoding) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_string(), false),
+        Err(_) => (fallback.decode_without_bom_handling(bytes).0.into_owned(), true),
+    }
 }
 
 /// Decodes a vCalendar 1.0 `ENCODING=QUOTED-PRINTABLE` value. Invalid escapes
 /// pass through unchanged, as mail clients do.
-pub(super) fn quoted_printable(value: &str) -> String {
+/// `charset` is the property's vCalendar `CHARSET=` parameter, if any.
+pub(super) fn quoted_printable(value: &str, charset: Option<&str>) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -92,7 +101,7 @@ pub(super) fn quoted_printable(value: &str) -> String {
             }
         }
     }
-    line_text(&out).0
+    line_text(&out, fallback_encoding(charset)).0
 }
 
 fn hex_byte(pair: &[u8]) -> Option<u8> {
@@ -127,8 +136,35 @@ mod tests {
 
     #[test]
     fn text_and_qp() {
-        assert_eq!(line_text(b"Tv\xe5"), ("Två".to_string(), true));
-        assert_eq!(line_text("Två".as_bytes()), ("Två".to_string(), false));
-        assert_eq!(quoted_printable("a=3Db=C3=A9=Re=2"), "a=bé=Re=2");
+        let latin = fallback_encoding(None);
+        assert_eq!(line_text(b"Tv\xe5", latin), ("Två".to_string(), true));
+        assert_eq!(line_text("Två".as_bytes(), latin), ("Två".to_string(), false));
+        assert_eq!(quoted_printable("a=3Db=C3=A9=Re=2", None), "a=bé=Re=2");
+        assert_eq!(quoted_printable("Gr=FC=DFe", Some("ISO-8859-1")), "Grüße");
+        assert_eq!(quoted_printable("Pr=F3ba", Some("iso-8859-2")), "Próba");
+    }
+
+    #[test]
+    fn declared_charsets() {
+        let cases: &[(Option<&str>, &[u8], &str)] = &[
+            // Undeclared: windows-1252, so 0x80-0x9F are the curly quotes and the euro sign.
+            (None, b"\x93Hi\x94 \x80 5", "\u{201C}Hi\u{201D} \u{20AC} 5"),
+            (Some("windows-1252"), b"caf\xe9 \x96 x", "caf\u{e9} \u{2013} x"),
+            (Some("iso-8859-1"), b"caf\xe9", "caf\u{e9}"),
+            // Polish: 0xB3 is \u{142} in ISO-8859-2, not \u{b3}.
+            (Some("iso-8859-2"), b"Spotkanie w \xb3\xf3dce", "Spotkanie w \u{142}\u{f3}dce"),
+            (Some("\"ISO-8859-2\""), b"\xb3", "\u{142}"),
+            (Some("windows-1250"), b"\x9a", "\u{161}"),
+            (Some("koi8-r"), b"\xf0\xd2\xc9\xd7\xc5\xd4", "\u{41f}\u{440}\u{438}\u{432}\u{435}\u{442}"),
+            // UTF-8 wins when the line is valid UTF-8 whatever was declared.
+            (Some("iso-8859-2"), "\u{142}\u{f3}d\u{17a}".as_bytes(), "\u{142}\u{f3}d\u{17a}"),
+            // Unknown or UTF labels fall back to windows-1252.
+            (Some("x-nonsense"), b"\xe9", "\u{e9}"),
+            (Some("utf-8"), b"\xe9", "\u{e9}"),
+        ];
+        for (declared, bytes, want) in cases {
+            let got = line_text(bytes, fallback_encoding(*declared)).0;
+            assert_eq!(got, *want, "{declared:?}");
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! One VEVENT → `EventVersion`. Every field is read on its own, so one bad
 //! property costs that field (and a problem line), never the event.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use super::component::Component;
 use super::decode::quoted_printable;
@@ -18,18 +20,45 @@ pub(super) struct CalendarContext<'a> {
     /// A VCALENDAR-level UID, used by VEVENTs that have none (Meetup does this).
     pub uid: Option<String>,
     pub zones: &'a Zones,
+    /// Whether each series (a VEVENT without RECURRENCE-ID) of the calendar is
+    /// all-day, by UID: an override's RECURRENCE-ID is read the series' way.
+    pub all_day_series: &'a HashMap<String, bool>,
 }
 
 /// `None` when the VEVENT has no UID (it is counted, not returned).
 pub(super) fn read_event(event: &Component, calendar: &CalendarContext<'_>) -> Option<EventVersion> {
-    let uid = event.prop("UID").and_then(|p| non_empty(p.value.trim())).or_else(|| calendar.uid.clone())?;
+    let uid = event_uid(event, calendar)?;
     let mut problems = Vec::new();
     let zones = calendar.zones;
-    let start = first_instant(event, "DTSTART", zones, &mut problems);
-    let end = end_of(event, start.as_ref(), zones, &mut problems);
+    let mut start = first_instant(event, "DTSTART", zones, &mut problems);
+    let all_day = is_all_day(event, start.as_ref());
+    let mut end = end_of(event, start.as_ref(), zones, &mut problems);
+    if all_day && start.as_ref().is_some_and(|s| s.date.is_none()) {
+        // X-MICROSOFT-CDO-ALLDAYEVENT:TRUE on DATE-TIMEs: rule 9 all the same.
+        let (all_day_start, all_day_end) = as_all_day(event, start.as_ref(), zones, &mut problems);
+        start = all_day_start;
+        end = all_day_end;
+    }
+    let series_all_day = calendar.all_day_series.get(&uid).copied().unwrap_or(all_day);
+    let instants = |name: &str, problems: &mut Vec<String>| -> Vec<Resolved> {
+        event.props_named(name).flat_map(|p| zones.resolve(p, problems)).collect()
+    };
+    // An all-day series' occurrences start at local midnight (rule 9); ids and
+    // exceptions written as DATE-TIMEs (Exchange writes midnight in its own zone)
+    // name that day, so they are read as its local midnight too.
+    let on_series_days = |values: Vec<Resolved>| -> Vec<DateTime<Utc>> {
+        values
+            .into_iter()
+            .filter_map(|r| match (series_all_day, r.date, r.day()) {
+                (true, None, Some(day)) => zones.local_midnight(day),
+                _ => Some(r.utc),
+            })
+            .collect()
+    };
+    let recurrence_id = on_series_days(instants("RECURRENCE-ID", &mut problems).into_iter().take(1).collect());
     let mut version = EventVersion {
         uid,
-        recurrence_id: first_instant(event, "RECURRENCE-ID", zones, &mut problems).map(|r| r.utc),
+        recurrence_id: recurrence_id.into_iter().next(),
         sequence: sequence(event, &mut problems),
         dtstamp: dtstamp(event, &mut problems),
         method: calendar.method.clone(),
@@ -37,21 +66,79 @@ pub(super) fn read_event(event: &Component, calendar: &CalendarContext<'_>) -> O
         start: start.as_ref().map(|s| s.utc),
         end,
         timezone: start.as_ref().and_then(|s| s.zone.clone()),
-        all_day: start.as_ref().is_some_and(|s| s.date.is_some()),
+        all_day,
         summary: text(event, "SUMMARY"),
         description: text(event, "DESCRIPTION"),
         location: text(event, "LOCATION"),
         organizer: event.prop("ORGANIZER").and_then(people::organizer),
         attendees: attendees(event),
         rrule: event.prop("RRULE").and_then(|p| non_empty(p.value.trim())),
-        rdates: all_instants(event, "RDATE", zones, &mut problems),
-        exdates: all_instants(event, "EXDATE", zones, &mut problems),
+        rdates: on_series_days(instants("RDATE", &mut problems)),
+        exdates: on_series_days(instants("EXDATE", &mut problems)),
         links: collect_links(event),
         problems: Vec::new(),
     };
     dedup(&mut problems);
     version.problems = problems;
     Some(version)
+}
+
+fn event_uid(event: &Component, calendar: &CalendarContext<'_>) -> Option<String> {
+    event.prop("UID").and_then(|p| non_empty(p.value.trim())).or_else(|| calendar.uid.clone())
+}
+
+/// Whether each series of the calendar is all-day, by UID (the first series wins).
+pub(super) fn all_day_series(
+    events: &[&Component],
+    calendar_uid: Option<&str>,
+    zones: &Zones,
+) -> HashMap<String, bool> {
+    let mut series = HashMap::new();
+    for event in events.iter().filter(|e| e.prop("RECURRENCE-ID").is_none()) {
+        let uid = event.prop("UID").and_then(|p| non_empty(p.value.trim())).or(calendar_uid.map(str::to_string));
+        let Some(uid) = uid else {
+            continue;
+        };
+        let start = first_instant(event, "DTSTART", zones, &mut Vec::new());
+        series.entry(uid).or_insert_with(|| is_all_day(event, start.as_ref()));
+    }
+    series
+}
+
+/// A DATE start, or Outlook's X-MICROSOFT-CDO-ALLDAYEVENT:TRUE on a DATE-TIME one.
+fn is_all_day(event: &Component, start: Option<&Resolved>) -> bool {
+    let flagged =
+        event.prop("X-MICROSOFT-CDO-ALLDAYEVENT").is_some_and(|p| p.value.trim().eq_ignore_ascii_case("TRUE"));
+    start.is_some_and(|s| s.date.is_some() || flagged)
+}
+
+/// Rule 9 for an all-day event written with DATE-TIMEs: local midnight of the
+/// start's day to local midnight of the end's day (at least one day later), in
+/// the default zone.
+fn as_all_day(
+    event: &Component,
+    start: Option<&Resolved>,
+    zones: &Zones,
+    problems: &mut Vec<String>,
+) -> (Option<Resolved>, Option<DateTime<Utc>>) {
+    let Some(first_day) = start.and_then(Resolved::day) else {
+        return (None, None);
+    };
+    let end_day = first_instant(event, "DTEND", zones, problems)
+        .and_then(|e| e.day())
+        .or_else(|| {
+            let days = event.prop("DURATION").and_then(|p| parse_duration(&p.value))?.num_days();
+            first_day.checked_add_signed(TimeDelta::try_days(days)?)
+        })
+        .filter(|day| *day > first_day)
+        .or_else(|| first_day.succ_opt());
+    let start = zones.local_midnight(first_day).map(|utc| Resolved {
+        utc,
+        date: Some(first_day),
+        zone: Some(zones.default_name().to_string()),
+        wall: None,
+    });
+    (start, end_day.and_then(|d: NaiveDate| zones.local_midnight(d)))
 }
 
 fn non_empty(text: &str) -> Option<String> {
@@ -91,7 +178,7 @@ fn text(event: &Component, name: &str) -> Option<String> {
 fn decoded_value(prop: &ContentLine) -> String {
     let qp = prop.param_is("ENCODING", "QUOTED-PRINTABLE") || prop.param("QUOTED-PRINTABLE").is_some();
     if qp {
-        quoted_printable(&prop.value)
+        quoted_printable(&prop.value, prop.param("CHARSET"))
     } else {
         prop.value.clone()
     }
@@ -109,10 +196,6 @@ fn attendees(event: &Component) -> Vec<String> {
 
 fn first_instant(event: &Component, name: &str, zones: &Zones, problems: &mut Vec<String>) -> Option<Resolved> {
     zones.resolve(event.prop(name)?, problems).into_iter().next()
-}
-
-fn all_instants(event: &Component, name: &str, zones: &Zones, problems: &mut Vec<String>) -> Vec<DateTime<Utc>> {
-    event.props_named(name).flat_map(|p| zones.resolve(p, problems)).map(|r| r.utc).collect()
 }
 
 /// DTEND (exclusive), else DTSTART + DURATION, else one day for a date and

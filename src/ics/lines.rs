@@ -33,30 +33,59 @@ impl ContentLine {
     }
 }
 
+/// Logical lines, and how many physical lines were joined by guesswork.
+#[derive(Debug, Default)]
+pub(super) struct Unfolded {
+    pub lines: Vec<Vec<u8>>,
+    /// Continuations that had no leading whitespace (broken folding).
+    pub broken_folds: usize,
+}
+
 /// Splits on CRLF, LF or bare CR, then unfolds. A continuation starts with one
 /// space or TAB (removed), or has no `NAME:`/`NAME;` shape at all (broken
-/// folding: joined as is). Works on bytes so a split UTF-8 sequence rejoins.
-pub(super) fn unfold(bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut logical: Vec<Vec<u8>> = Vec::new();
-    // Whether the current logical line is quoted-printable; read from its first
-    // physical line, so each byte is looked at once.
+/// folding: joined as is, and counted). Works on bytes so a split UTF-8
+/// sequence rejoins.
+pub(super) fn unfold(bytes: &[u8]) -> Unfolded {
+    let mut out = Unfolded::default();
+    let logical = &mut out.lines;
+    // Whether the current logical line is quoted-printable, and whether its
+    // head (name and parameters, up to the first `:`) is still open: a fold
+    // inside the parameters may come before `ENCODING=QUOTED-PRINTABLE`.
+    // Only newly appended bytes are looked at, so each byte is scanned once.
     let mut quoted_printable = false;
+    let mut head_open = false;
     for line in physical_lines(bytes) {
         match (line.first(), logical.last_mut()) {
             (None, _) => {}
-            (Some(b' ' | b'\t'), Some(current)) => current.extend(line.get(1..).unwrap_or_default()),
+            (Some(b' ' | b'\t'), Some(current)) => {
+                let appended = line.get(1..).unwrap_or_default();
+                if head_open {
+                    // Keep the tail of what came before, so a name cut by the fold is seen whole.
+                    let from = current.len().saturating_sub(QP_NAME.len() - 1);
+                    current.extend(appended);
+                    let window = current.get(from..).unwrap_or_default();
+                    quoted_printable |= names_quoted_printable(window);
+                    head_open = !appended.contains(&b':');
+                } else {
+                    current.extend(appended);
+                }
+            }
             (Some(_), Some(current)) if quoted_printable && current.last() == Some(&b'=') => {
                 current.pop();
                 current.extend(line);
             }
-            (Some(_), Some(current)) if !has_name_shape(line) && !is_delimiter(current) => current.extend(line),
+            (Some(_), Some(current)) if !has_name_shape(line) && !is_delimiter(current) => {
+                out.broken_folds += 1;
+                current.extend(line);
+            }
             (Some(_), _) => {
                 quoted_printable = names_quoted_printable(line);
+                head_open = !line.contains(&b':');
                 logical.push(line.to_vec());
             }
         }
     }
-    logical
+    out
 }
 
 fn physical_lines(bytes: &[u8]) -> Vec<&[u8]> {
@@ -97,14 +126,17 @@ fn is_delimiter(line: &[u8]) -> bool {
 fn names_quoted_printable(line: &[u8]) -> bool {
     let head_end = line.iter().position(|b| *b == b':').unwrap_or(line.len());
     let head = line.get(..head_end).unwrap_or_default();
-    head.windows(16).any(|w| w.eq_ignore_ascii_case(b"QUOTED-PRINTABLE"))
+    head.windows(QP_NAME.len()).any(|w| w.eq_ignore_ascii_case(QP_NAME))
 }
+
+const QP_NAME: &[u8] = b"QUOTED-PRINTABLE";
 
 /// Parses one unfolded line; `None` when it has no property shape at all.
 pub(super) fn parse_content_line(line: &str) -> Option<ContentLine> {
     let name_end = line.find([';', ':'])?;
     let name = line.get(..name_end)?.trim().to_ascii_uppercase();
-    if name.is_empty() {
+    // RFC 5545 names are letters, digits and dashes; anything else is not a property.
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return None;
     }
     let mut params = Vec::new();
@@ -209,7 +241,7 @@ mod tests {
     use super::*;
 
     fn unfold_str(input: &str) -> Vec<String> {
-        unfold(input.as_bytes()).iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect()
+        unfold(input.as_bytes()).lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect()
     }
 
     #[test]
@@ -228,6 +260,15 @@ mod tests {
             ("SUMMARY;ENCODING=QUOTED-PRINTABLE:a=\nb\nX:1", &["SUMMARY;ENCODING=QUOTED-PRINTABLE:ab", "X:1"]),
             ("SUMMARY:a=\nB:1", &["SUMMARY:a=", "B:1"]),
             ("END:VCALENDAR\n--boundary--\n", &["END:VCALENDAR", "--boundary--"]),
+            // A fold inside the parameters, before the encoding is named.
+            (
+                "SUMMARY;CHARSET=ISO-8859-1;\n ENCODING=QUOTED-PRINTABLE:a=\nb\nX:1",
+                &["SUMMARY;CHARSET=ISO-8859-1;ENCODING=QUOTED-PRINTABLE:ab", "X:1"],
+            ),
+            // ... and a fold through the word itself.
+            ("SUMMARY;ENCODING=QUOTED-\n PRINTABLE:a=\nb\nX:1", &["SUMMARY;ENCODING=QUOTED-PRINTABLE:ab", "X:1"]),
+            // A fold after the colon does not reopen the head.
+            ("SUMMARY:x\n ;ENCODING=QUOTED-PRINTABLE a=\nB:1", &["SUMMARY:x;ENCODING=QUOTED-PRINTABLE a=", "B:1"]),
         ];
         for (input, want) in cases {
             assert_eq!(unfold_str(input), *want, "input {input:?}");
@@ -237,8 +278,8 @@ mod tests {
     #[test]
     fn unfolding_restores_split_utf8() {
         let bytes = b"SUMMARY:\xC3\r\n \xBCbung";
-        let lines = unfold(bytes);
-        assert_eq!(std::str::from_utf8(&lines[0]).ok(), Some("SUMMARY:übung"));
+        let lines = unfold(bytes).lines;
+        assert_eq!(lines.first().and_then(|l| std::str::from_utf8(l).ok()), Some("SUMMARY:übung"));
     }
 
     #[test]
@@ -279,7 +320,7 @@ mod tests {
             assert_eq!(got, *params, "{input}");
             assert_eq!(line.value, *value, "{input}");
         }
-        for bad in ["no colon here", ":value", "X;P=\"a\"", ""] {
+        for bad in ["no colon here", ":value", "X;P=\"a\"", "", "this is not ; a calendar :: at all", "A B:c"] {
             assert_eq!(parse_content_line(bad), None, "{bad}");
         }
     }

@@ -52,9 +52,11 @@ pub fn parse_calendar(part: &CalendarPart, default_tz: chrono_tz::Tz, limits: &I
         let mut vtimezones = Vec::new();
         calendar.descendants("VTIMEZONE", &mut vtimezones);
         let zones = Zones::new(&vtimezones, default_tz);
-        let context = CalendarContext { method, uid, zones: &zones };
         let mut vevents = Vec::new();
         calendar.descendants("VEVENT", &mut vevents);
+        let read = vevents.get(..limits.max_events).unwrap_or(&vevents);
+        let all_day_series = event::all_day_series(read, uid.as_deref(), &zones);
+        let context = CalendarContext { method, uid, zones: &zones, all_day_series: &all_day_series };
         for vevent in vevents {
             if vevents_seen >= limits.max_events {
                 parsed.problems.push(format!("more than {} VEVENTs; the rest were skipped", limits.max_events));
@@ -83,14 +85,22 @@ fn calendar_method(calendar: &Component, part: &CalendarPart) -> Option<String> 
 /// Decodes, unfolds and parses the lines, reporting what had to be guessed or dropped.
 fn read_lines(part: &CalendarPart, limits: &IcsLimits, problems: &mut Vec<String>) -> Vec<ContentLine> {
     let bytes = decode::normalise_encoding(&part.bytes, problems);
+    let fallback = decode::fallback_encoding(part.charset.as_deref());
     let (mut too_long, mut guessed, mut unreadable) = (0, 0, 0);
     let mut lines = Vec::new();
-    for raw in lines::unfold(&bytes) {
+    let unfolded = lines::unfold(&bytes);
+    if unfolded.broken_folds > 0 {
+        problems.push(format!(
+            "{} lines without leading whitespace read as continuations of the line before (broken folding)",
+            unfolded.broken_folds
+        ));
+    }
+    for raw in unfolded.lines {
         if raw.len() > limits.max_line_bytes {
             too_long += 1;
             continue;
         }
-        let (text, was_guessed) = decode::line_text(&raw);
+        let (text, was_guessed) = decode::line_text(&raw, fallback);
         guessed += usize::from(was_guessed);
         match lines::parse_content_line(&text) {
             Some(line) => lines.push(line),
@@ -102,7 +112,7 @@ fn read_lines(part: &CalendarPart, limits: &IcsLimits, problems: &mut Vec<String
     }
     if guessed > 0 {
         let declared = part.charset.as_deref().unwrap_or("none declared");
-        problems.push(format!("{guessed} lines not UTF-8 (charset: {declared}); read as Latin-1"));
+        problems.push(format!("{guessed} lines not UTF-8 (charset: {declared}); read as {}", fallback.name()));
     }
     if unreadable > 0 {
         problems.push(format!("{unreadable} lines without a property shape skipped"));

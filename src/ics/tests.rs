@@ -335,3 +335,146 @@ fn check_known(name: &str, parsed: &ParsedCalendar) {
         _ => {}
     }
 }
+
+#[test]
+fn outlook_all_day_flag_on_date_times() {
+    // Outlook writes all-day events as midnight-to-midnight DATE-TIMEs in its zone; rule 9
+    // reads them as the tenant's local midnights (America/New_York here).
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, bool);
+    let cases: &[Case] = &[
+        (
+            "X-MICROSOFT-CDO-ALLDAYEVENT:TRUE\r\nDTSTART;TZID=W. Europe Standard Time:20200609T000000\r\n\
+             DTEND;TZID=W. Europe Standard Time:20200611T000000\r\n",
+            Some("2020-06-09T04:00:00Z"),
+            Some("2020-06-11T04:00:00Z"),
+            true,
+        ),
+        // Midnight UTC stamps: the nearest midnight names the day.
+        (
+            "X-MICROSOFT-CDO-ALLDAYEVENT:true\r\nDTSTART:20200608T220000Z\r\nDTEND:20200609T220000Z\r\n",
+            Some("2020-06-09T04:00:00Z"),
+            Some("2020-06-10T04:00:00Z"),
+            true,
+        ),
+        // No end, or an end not after the start: one day.
+        (
+            "X-MICROSOFT-CDO-ALLDAYEVENT:TRUE\r\nDTSTART;TZID=Europe/Berlin:20200609T000000\r\n",
+            Some("2020-06-09T04:00:00Z"),
+            Some("2020-06-10T04:00:00Z"),
+            true,
+        ),
+        (
+            "X-MICROSOFT-CDO-ALLDAYEVENT:TRUE\r\nDTSTART;TZID=Europe/Berlin:20200609T000000\r\nDURATION:P3D\r\n",
+            Some("2020-06-09T04:00:00Z"),
+            Some("2020-06-12T04:00:00Z"),
+            true,
+        ),
+        (
+            "X-MICROSOFT-CDO-ALLDAYEVENT:FALSE\r\nDTSTART;TZID=Europe/Berlin:20200609T000000\r\n\
+             DTEND;TZID=Europe/Berlin:20200610T000000\r\n",
+            Some("2020-06-08T22:00:00Z"),
+            Some("2020-06-09T22:00:00Z"),
+            false,
+        ),
+        // The flag alone, with no start, makes nothing all-day.
+        ("X-MICROSOFT-CDO-ALLDAYEVENT:TRUE\r\n", None, None, false),
+    ];
+    for (body, start, end, all_day) in cases {
+        let event = one_event("", body);
+        assert_eq!(event.start, start.and_then(utc), "{body}");
+        assert_eq!(event.end, end.and_then(utc), "{body}");
+        assert_eq!(event.all_day, *all_day, "{body}");
+        if *all_day {
+            assert_eq!(event.timezone.as_deref(), Some("America/New_York"), "{body}");
+        }
+    }
+}
+
+#[test]
+fn all_day_series_override_ids_match_their_occurrence() {
+    // As node-ical__exchange-allday-moved-occurrence.ics: an all-day weekly series whose
+    // override names its occurrence by Berlin midnight. The id must equal the occurrence the
+    // series generates: local midnight of that day in the default zone.
+    let text = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:s\r\nRRULE:FREQ=WEEKLY;BYDAY=TU,TH\r\n\
+        DTSTART;VALUE=DATE:20260219\r\nDTEND;VALUE=DATE:20260220\r\n\
+        EXDATE;TZID=W. Europe Standard Time:20260303T000000\r\nEND:VEVENT\r\n\
+        BEGIN:VEVENT\r\nUID:s\r\nRECURRENCE-ID;TZID=W. Europe Standard Time:20260226T000000\r\n\
+        DTSTART;VALUE=DATE:20260227\r\nDTEND;VALUE=DATE:20260228\r\nEND:VEVENT\r\n\
+        BEGIN:VEVENT\r\nUID:s\r\nRECURRENCE-ID:20260305T000000\r\n\
+        DTSTART:20260305T150000Z\r\nDTEND:20260305T160000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let parsed = parse(text);
+    let ids: Vec<_> = parsed.events.iter().map(|e| e.recurrence_id).collect();
+    assert_eq!(ids, [None, utc("2026-02-26T05:00:00Z"), utc("2026-03-05T05:00:00Z")]);
+    assert_eq!(
+        parsed.events.first().map(|e| e.exdates.clone()),
+        Some(utc("2026-03-03T05:00:00Z").into_iter().collect())
+    );
+    // A timed series keeps its ids as written.
+    let timed = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:t\r\nDTSTART;TZID=Europe/Berlin:20260219T100000\r\n\
+        END:VEVENT\r\nBEGIN:VEVENT\r\nUID:t\r\nRECURRENCE-ID;TZID=Europe/Berlin:20260226T100000\r\n\
+        DTSTART;VALUE=DATE:20260227\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let ids: Vec<_> = parse(timed).events.iter().map(|e| e.recurrence_id).collect();
+    assert_eq!(ids, [None, utc("2026-02-26T09:00:00Z")]);
+    // An all-day override sent without its series is read its own way.
+    let alone = one_event("", "RECURRENCE-ID;TZID=Europe/Berlin:20260226T000000\r\nDTSTART;VALUE=DATE:20260227\r\n");
+    assert_eq!(alone.recurrence_id, utc("2026-02-26T05:00:00Z"));
+}
+
+#[test]
+fn what_could_not_be_read_is_reported() {
+    // As tests/fixtures/bad-calendar.eml: a line that is no property, and a VEVENT with no END.
+    let parsed = parse("BEGIN:VCALENDAR\nthis is not ; a calendar :: at all\nBEGIN:VEVENT\nEND:VCALENDAR\n");
+    assert_eq!(
+        parsed.problems,
+        [
+            "1 lines without a property shape skipped",
+            "1 BEGIN:VEVENT without END:VEVENT; closed where the enclosing component ends",
+        ]
+    );
+    // Broken folding is repaired, and said.
+    let parsed = parse("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:0400\n0100AA\nEND:VEVENT\nEND:VCALENDAR\n");
+    assert_eq!(parsed.events.first().map(|e| e.uid.as_str()), Some("04000100AA"));
+    assert_eq!(parsed.problems.len(), 1, "{:?}", parsed.problems);
+    // An unreadable date costs that field and is reported in the version.
+    let event = one_event("", "DTSTART:20200609T100000Z\r\nDTEND:199706211T173000Z\r\n");
+    assert_eq!(event.problems, ["unreadable DTEND value \"199706211T173000Z\""]);
+    // A clean calendar reports nothing.
+    let clean = parse(
+        "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:a\r\nDTSTART:20200609T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    );
+    assert!(clean.problems.is_empty() && clean.events.iter().all(|e| e.problems.is_empty()), "{clean:?}");
+}
+
+#[test]
+fn declared_charsets_are_used() {
+    let body = b"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:a\r\nSUMMARY:Spotkanie w \xb3\xf3dce\r\n\
+        LOCATION:\x93Caf\xe9\x94\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let read = |charset: Option<&str>| {
+        let mut p = part(body);
+        p.charset = charset.map(str::to_string);
+        let parsed = parse_calendar(&p, chrono_tz::UTC, &IcsLimits::default());
+        let event = parsed.events.into_iter().next();
+        (event.and_then(|e| e.summary), parsed.problems)
+    };
+    let (summary, problems) = read(Some("iso-8859-2"));
+    assert_eq!(summary.as_deref(), Some("Spotkanie w \u{142}\u{f3}dce"));
+    assert_eq!(problems, ["2 lines not UTF-8 (charset: iso-8859-2); read as ISO-8859-2"]);
+    // Undeclared: windows-1252, whose 0x93/0x94 are curly quotes.
+    let mut p = part(body);
+    p.charset = None;
+    let parsed = parse_calendar(&p, chrono_tz::UTC, &IcsLimits::default());
+    assert_eq!(parsed.events.first().and_then(|e| e.location.as_deref()), Some("\u{201C}Caf\u{e9}\u{201D}"));
+    assert_eq!(parsed.problems, ["2 lines not UTF-8 (charset: none declared); read as windows-1252"]);
+}
+
+#[test]
+fn quoted_printable_named_after_a_fold() {
+    // vCalendar 1.0: the encoding parameter folded onto the next line, and the value's soft
+    // breaks with no leading space; CHARSET says how the decoded bytes are read.
+    let event = one_event(
+        "",
+        "SUMMARY;CHARSET=ISO-8859-1;\r\n ENCODING=QUOTED-PRINTABLE:Gr=FC=DFe aus =\r\nK=F6ln\r\nDTSTART:20200609T100000Z\r\n",
+    );
+    assert_eq!(event.summary.as_deref(), Some("Grüße aus Köln"));
+    assert_eq!(event.start, utc("2020-06-09T10:00:00Z"));
+}

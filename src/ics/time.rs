@@ -151,6 +151,21 @@ pub(super) struct Resolved {
     pub date: Option<NaiveDate>,
     /// IANA name of the zone it was written in (`UTC` for `Z`).
     pub zone: Option<String>,
+    /// The wall-clock time as written, for a DATE-TIME with a TZID or floating.
+    pub wall: Option<NaiveDateTime>,
+}
+
+impl Resolved {
+    /// The calendar day this value names, for reading it as all-day: the DATE,
+    /// else the written wall-clock date, else (a UTC time) the nearest UTC
+    /// midnight's date, since all-day UTC stamps are a local midnight within
+    /// ±12 hours of it.
+    pub fn day(&self) -> Option<NaiveDate> {
+        if let Some(date) = self.date.or(self.wall.map(|w| w.date())) {
+            return Some(date);
+        }
+        Some(self.utc.checked_add_signed(TimeDelta::try_hours(12)?)?.date_naive())
+    }
 }
 
 /// The zones one VCALENDAR can refer to.
@@ -192,6 +207,11 @@ impl Zones {
         Some(Zone::Rules(self.rule_zones.len() - 1))
     }
 
+    /// IANA name of the zone floating times and dates are read in.
+    pub fn default_name(&self) -> &'static str {
+        self.default_tz.name()
+    }
+
     /// Dates are read in the default zone (rule 9): their day starts at local midnight.
     pub fn local_midnight(&self, date: NaiveDate) -> Option<DateTime<Utc>> {
         self.to_utc(Zone::Iana(self.default_tz), date.and_hms_opt(0, 0, 0)?)
@@ -208,6 +228,10 @@ impl Zones {
         }
         if let Some(tz) = display_name_zone(&name) {
             return (Zone::Iana(tz), None);
+        }
+        if let Some(tz) = abbreviated_windows_zone(&name) {
+            let note = format!("TZID {name:?} read as the Windows zone {:?}", format!("{name} Standard Time"));
+            return (Zone::Iana(tz), Some(note));
         }
         if let Some(offset) = display_name_offset(&name) {
             return (Zone::Fixed(offset), Some(format!("TZID {name:?} read as a fixed offset")));
@@ -280,12 +304,15 @@ impl Zones {
         match written {
             Written::Date(date) => {
                 let utc = self.local_midnight(date)?;
-                Some(Resolved { utc, date: Some(date), zone: Some(self.default_tz.name().to_string()) })
+                Some(Resolved { utc, date: Some(date), zone: Some(self.default_tz.name().to_string()), wall: None })
             }
-            Written::Utc(naive) => Some(Resolved { utc: naive.and_utc(), date: None, zone: Some("UTC".into()) }),
+            Written::Utc(naive) => {
+                Some(Resolved { utc: naive.and_utc(), date: None, zone: Some("UTC".into()), wall: None })
+            }
             Written::Floating(local) => {
                 let zone = *zone.get_or_insert_with(|| self.property_zone(prop, problems));
-                Some(Resolved { utc: self.to_utc(zone, local)?, date: None, zone: self.zone_name(zone) })
+                let utc = self.to_utc(zone, local)?;
+                Some(Resolved { utc, date: None, zone: self.zone_name(zone), wall: Some(local) })
             }
         }
     }
@@ -331,6 +358,14 @@ fn iana_zone(name: &str) -> Option<Tz> {
 fn windows_zone(name: &str) -> Option<Tz> {
     let windows = WindowsTimezone::from_str(name).ok()?;
     Tz::from_str(windows.tzdb_id()).ok()
+}
+
+/// Lotus Notes / Domino write the Windows id without " Standard Time" (`FLE`,
+/// `Eastern`); tried only after the calendar's own VTIMEZONE.
+fn abbreviated_windows_zone(name: &str) -> Option<Tz> {
+    let has_letters = name.bytes().any(|b| b.is_ascii_alphabetic());
+    let already = name.to_ascii_lowercase().contains("time");
+    (has_letters && !already).then(|| windows_zone(&format!("{name} Standard Time"))).flatten()
 }
 
 /// "(UTC+01:00) Amsterdam, Berlin, …" or the older "(GMT+10:00) Canberra, …".
@@ -488,6 +523,9 @@ mod tests {
             ),
             ("DTSTART;TZID=\"(GMT+01.00) Somewhere\":20200609T090000", "2020-06-09T08:00:00Z", None, 1),
             ("DTSTART;TZID=Nowhere:20200609T090000", "2020-06-09T13:00:00Z", Some("America/New_York"), 1),
+            // Lotus Notes' short Windows ids, with no VTIMEZONE: EEST (+3) on 26 October 2021.
+            ("DTSTART;TZID=\"FLE\":20211026T090000", "2021-10-26T06:00:00Z", Some("Europe/Kiev"), 1),
+            ("DTSTART;TZID=Eastern:20050411T090000", "2005-04-11T13:00:00Z", Some("America/New_York"), 1),
             ("DTSTART:20200609T090000", "2020-06-09T13:00:00Z", Some("America/New_York"), 0),
             ("DTSTART;VALUE=DATE:20200609", "2020-06-09T04:00:00Z", Some("America/New_York"), 0),
             ("DTSTART:2020-06-09", "2020-06-09T04:00:00Z", Some("America/New_York"), 0),
