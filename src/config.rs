@@ -347,13 +347,27 @@ impl Config {
             if t.default_timezone.parse::<Tz>().is_err() {
                 return bad(key("default_timezone"), format!("{:?} is not an IANA time zone", t.default_timezone));
             }
-            if t.sender_auth != SenderAuth::None {
-                return bad(
-                    key("sender_auth"),
-                    "only \"none\" is implemented in this build; \"dmarc\" and \"authentication-results\" \
-                     are refused rather than silently trusting From"
-                        .into(),
-                );
+            match t.sender_auth {
+                SenderAuth::None => {}
+                SenderAuth::AuthenticationResults => {
+                    // Without a trusted authserv-id no header could ever count: every mail would fail.
+                    if t.trusted_authserv_ids.iter().all(|id| id.trim().is_empty()) {
+                        return bad(
+                            key("trusted_authserv_ids"),
+                            "sender_auth = \"authentication-results\" needs at least one authserv-id \
+                             (the receiving MTA's name in its Authentication-Results headers)"
+                                .into(),
+                        );
+                    }
+                }
+                SenderAuth::Dmarc => {
+                    return bad(
+                        key("sender_auth"),
+                        "\"dmarc\" is not implemented in this build (it needs DKIM/SPF verification in the \
+                         SMTP intake); use \"authentication-results\" with trusted_authserv_ids, or \"none\""
+                            .into(),
+                    );
+                }
             }
             let mut emails = HashSet::new();
             for (j, u) in t.users.iter().enumerate() {

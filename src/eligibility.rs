@@ -152,23 +152,29 @@ pub struct Facts<'a> {
 }
 
 /// The requester of a mail: the sender when authenticated, then the organizer (precise rules 2–4).
+///
+/// `from_authenticated` is the tenant policy's verdict on the header From (always `true` for
+/// `sender_auth = "none"`). Precise rule 3: when From fails authentication and the organizer
+/// is a user, the organizer is the requester with `authenticated: false`, so the decision
+/// reports `unauthenticated_sender`. When From *passed* but is not a user, the organizer
+/// requester is `authenticated: true`: rule 3 only makes a requester unauthenticated when
+/// From fails, and an authenticated sender forwarding a user's meeting is the normal case.
+/// An unauthenticated From that is a user, with no organizer user, stays the requester but
+/// is not believed.
 pub fn resolve_requester(
     tenant: &Tenant,
     from: Option<&str>,
     from_authenticated: bool,
     organizer: Option<&Organizer>,
 ) -> Option<Requester> {
-    if let Some(from) = from.filter(|f| tenant.user(f).is_some()) {
-        if from_authenticated {
-            return Some(Requester { email: from.to_ascii_lowercase(), authenticated: true });
-        }
+    let from_user = from.filter(|f| tenant.user(f).is_some()).map(str::to_ascii_lowercase);
+    if let Some(from) = from_user.as_ref().filter(|_| from_authenticated) {
+        return Some(Requester { email: from.clone(), authenticated: true });
     }
-    let trust_all = tenant.sender_auth == crate::config::SenderAuth::None;
     if let Some(org) = organizer_user(tenant, organizer) {
-        return Some(Requester { email: org, authenticated: trust_all });
+        return Some(Requester { email: org, authenticated: from_authenticated });
     }
-    // An unauthenticated From that is a user is still the requester, but not believed.
-    from.filter(|f| tenant.user(f).is_some()).map(|f| Requester { email: f.to_ascii_lowercase(), authenticated: false })
+    from_user.map(|email| Requester { email, authenticated: false })
 }
 
 /// The organizer address that is a user of the tenant: the organizer itself, else its SENT-BY.

@@ -8,6 +8,7 @@
 //! Pure steps (`mime`, `ics`, `conference`, `state`, `eligibility`, `schedule`) take
 //! values and return values; only `store`, `intake` and `http` touch the outside world.
 
+pub mod auth;
 pub mod cli;
 pub mod conference;
 pub mod config;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::conference::{self, Conference, ConsentLink};
 use crate::config::{Config, SenderAuth, Tenant};
@@ -16,7 +16,7 @@ use crate::eligibility::{self, Decision, Facts, Reason, ReasonCode, Requester};
 use crate::model::{EventVersion, Extracted};
 use crate::schedule::{self, ActiveJob, JobChange};
 use crate::store::{EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError};
-use crate::{ics, mime, state};
+use crate::{auth, ics, mime, state};
 
 /// The stable `explain --json` object (design.md, "Machine interface").
 #[derive(Debug, Clone, Serialize)]
@@ -142,9 +142,22 @@ fn message_reasons(reading: &Reading, events: &[EventVersion], without_uid: usiz
     reasons
 }
 
-/// How the tenant's policy judges the mail's From (precise rule 3).
-fn from_authenticated(tenant: &Tenant) -> bool {
-    tenant.sender_auth == SenderAuth::None
+/// How the tenant's policy judges the mail's From (precise rule 3). Pure apart from a debug
+/// line, so that `explain` and `ingest` judge the same mail the same way.
+fn from_authenticated(tenant: &Tenant, extracted: &Extracted) -> bool {
+    match tenant.sender_auth {
+        SenderAuth::None => true,
+        SenderAuth::AuthenticationResults => {
+            // No From: nothing to authenticate, so nothing is believed.
+            let Some(from) = extracted.from.as_deref() else { return false };
+            let verdict =
+                auth::sender_authenticated(&extracted.authentication_results, &tenant.trusted_authserv_ids, from);
+            debug!(tenant = %tenant.id, from, authenticated = verdict.authenticated, reason = %verdict.reason, "sender_auth");
+            verdict.authenticated
+        }
+        // Refused at load (config.rs); should it ever get here, From is not believed.
+        SenderAuth::Dmarc => false,
+    }
 }
 
 /// Everything a decision about one event needs besides the event.
@@ -220,7 +233,7 @@ pub fn requester_for(tenant: &Tenant, extracted: &Extracted, event: Option<&Even
     eligibility::resolve_requester(
         tenant,
         extracted.from.as_deref(),
-        from_authenticated(tenant),
+        from_authenticated(tenant, extracted),
         event.and_then(|e| e.organizer.as_ref()),
     )
 }
