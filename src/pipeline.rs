@@ -12,9 +12,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::conference::{self, Conference, ConsentLink};
 use crate::config::{Config, SenderAuth, Tenant};
-use crate::eligibility::{self, Decision, Facts, Reason, ReasonCode, Requester};
+use crate::eligibility::{self, Decision, Facts, Reason, ReasonCode, Requester, Timing};
 use crate::model::{EventVersion, Extracted};
-use crate::schedule::{self, ActiveJob, JobChange};
+use crate::schedule::{self, JobChange, Occurrence};
 use crate::store::{EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError};
 use crate::{auth, ics, mime, state};
 
@@ -167,65 +167,109 @@ pub struct EventContext<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// What the current state of one event calls for.
-pub struct EventPlan {
+/// The decision on one event's current state, as `explain` shows it.
+pub struct EventDecision {
     /// The decision for the requester of the message at hand.
     pub decision: Decision,
     pub conference: Option<Conference>,
-    pub job_changes: Vec<JobChange>,
-    /// Everyone for whom the meeting is eligible: listed on the jobs.
-    pub job_requesters: Vec<String>,
     /// What could not be worked out (a recurrence rule that does not expand).
     pub problems: Vec<String>,
 }
 
-/// The decision for `requester` on the current state, and the jobs the current state calls
-/// for: those of the first requester (past or present) for whom the meeting is eligible,
-/// so that an ineligible second forwarder cannot cancel a job someone else was entitled to.
-pub fn decide_event(
+fn decide_with(
     ctx: &EventContext,
-    current: &EventVersion,
+    version: &EventVersion,
+    conference: Option<&Conference>,
+    timing: Timing,
     requester: Option<&Requester>,
-    past_requesters: &[Requester],
-    active_jobs: &[ActiveJob],
-) -> EventPlan {
+) -> Decision {
+    eligibility::decide(&Facts {
+        tenant: ctx.tenant,
+        scheduling: &ctx.config.scheduling,
+        requester,
+        event: version,
+        conference,
+        timing,
+        now: ctx.now,
+    })
+}
+
+/// The decision for `requester` on `current`, the current state of one (UID, RECURRENCE-ID).
+pub fn decide_event(ctx: &EventContext, current: &EventVersion, requester: Option<&Requester>) -> EventDecision {
     let conference = conference::detect(&current.links, ctx.tenant.consent_base_url.as_deref());
     let occurrences =
         schedule::upcoming_occurrences(current, ctx.tenant.timezone(), ctx.now, ctx.config.limits.max_occurrences);
-    let decide_for = |r: Option<&Requester>| {
-        eligibility::decide(&Facts {
-            tenant: ctx.tenant,
-            scheduling: &ctx.config.scheduling,
-            requester: r,
-            event: current,
-            conference: conference.as_ref(),
-            timing: occurrences.timing(),
-            now: ctx.now,
-        })
+    let decision = decide_with(ctx, current, conference.as_ref(), occurrences.timing(), requester);
+    EventDecision { decision, conference, problems: occurrences.problems }
+}
+
+/// The jobs a whole UID calls for now, as changes to its active jobs. Every occurrence of the
+/// series (overrides applied) gets a job when it is eligible for anyone who ever asked, so
+/// that an ineligible second forwarder cannot cancel a job someone else was entitled to.
+/// Occurrences a participant declined consent for get none.
+pub fn plan_jobs(ctx: &EventContext, history: &EventHistory, requester: Option<&Requester>) -> Vec<JobChange> {
+    let mut keys: Vec<Option<DateTime<Utc>>> = Vec::new();
+    for v in &history.versions {
+        if !keys.contains(&v.version.recurrence_id) {
+            keys.push(v.version.recurrence_id);
+        }
+    }
+    let current_of = |rid: Option<DateTime<Utc>>| {
+        state::current(history.versions.iter().filter(|v| v.version.recurrence_id == rid).map(|v| (&v.version, v.id)))
     };
-    let decision = decide_for(requester);
+    let master = current_of(None);
+    let overrides: Vec<&EventVersion> = keys.iter().filter(|k| k.is_some()).filter_map(|k| current_of(*k)).collect();
+    let (occurrences, _) = schedule::series_occurrences(
+        master,
+        &overrides,
+        ctx.tenant.timezone(),
+        ctx.now,
+        ctx.config.limits.max_occurrences,
+    );
     let mut asked: Vec<&Requester> = requester.into_iter().collect();
-    for p in past_requesters {
+    for p in &history.past_requesters {
         if !asked.iter().any(|a| a.email == p.email) {
             asked.push(p);
         }
     }
-    let eligible: Vec<(&Requester, Decision)> =
-        asked.into_iter().map(|r| (r, decide_for(Some(r)))).filter(|(_, d)| d.eligible).collect();
-    let desired = match (eligible.first(), conference.as_ref()) {
-        (Some((_, d)), Some(c)) => {
-            let provider = c.provider.map_or("", |p| p.as_str());
-            schedule::desired_jobs(d, &occurrences, provider, &c.url, &ctx.config.scheduling, ctx.now)
+    let mut desired = Vec::new();
+    let mut governing: Vec<&EventVersion> = Vec::new();
+    for g in &occurrences {
+        if !governing.iter().any(|v| std::ptr::eq(*v, g.version)) {
+            governing.push(g.version);
         }
-        _ => vec![],
-    };
-    EventPlan {
-        decision,
-        job_changes: schedule::diff_jobs(active_jobs, &desired, ctx.now),
-        job_requesters: eligible.iter().map(|(r, _)| r.email.clone()).collect(),
-        conference,
-        problems: occurrences.problems,
     }
+    for version in governing {
+        let occs: Vec<Occurrence> = occurrences
+            .iter()
+            .filter(|g| std::ptr::eq(g.version, version) && !history.declined_slots.contains(&g.occurrence.slot))
+            .map(|g| g.occurrence)
+            .collect();
+        let (Some(first), Some(conference)) =
+            (occs.first(), conference::detect(&version.links, ctx.tenant.consent_base_url.as_deref()))
+        else {
+            continue;
+        };
+        let timing = Timing::Next { start: first.start, end: first.end };
+        let eligible: Vec<(&Requester, Decision)> = asked
+            .iter()
+            .map(|r| (*r, decide_with(ctx, version, Some(&conference), timing, Some(r))))
+            .filter(|(_, d)| d.eligible)
+            .collect();
+        if let Some((_, decision)) = eligible.first() {
+            let emails: Vec<String> = eligible.iter().map(|(r, _)| r.email.clone()).collect();
+            let provider = conference.provider.map_or("", |p| p.as_str());
+            desired.extend(schedule::desired_jobs(
+                decision,
+                &occs,
+                (provider, &conference.url),
+                &emails,
+                &ctx.config.scheduling,
+                ctx.now,
+            ));
+        }
+    }
+    schedule::diff_jobs(&history.active_jobs, &desired, ctx.now)
 }
 
 /// The requester of a mail for one tenant, from its From and an event's organizer.
@@ -253,14 +297,12 @@ pub fn explain(config: &Config, raw: &[u8], envelope_rcpts: &[String], now: Date
                 Some(t) => {
                     let ctx = EventContext { config, tenant: t, now };
                     let r = requester_for(t, &reading.extracted, Some(e));
-                    decide_event(&ctx, e, r.as_ref(), &[], &[])
+                    decide_event(&ctx, e, r.as_ref())
                 }
                 // Precise rule 1: the recipient is a whole-message reason, given at the top.
-                None => EventPlan {
+                None => EventDecision {
                     decision: Decision { eligible: false, reasons: vec![], plan: None, skipped: vec![] },
                     conference: conference::detect(&e.links, None),
-                    job_changes: vec![],
-                    job_requesters: vec![],
                     problems: vec![],
                 },
             };
@@ -270,7 +312,7 @@ pub fn explain(config: &Config, raw: &[u8], envelope_rcpts: &[String], now: Date
     Explanation { recipient_tenant: tenant.map(|t| t.id.clone()), requester, reasons, events, problems }
 }
 
-fn explained(e: &EventVersion, plan: EventPlan) -> ExplainedEvent {
+fn explained(e: &EventVersion, plan: EventDecision) -> ExplainedEvent {
     ExplainedEvent {
         uid: e.uid.clone(),
         recurrence_id: e.recurrence_id,
@@ -507,35 +549,26 @@ async fn record_one(
     let requester = requester_for(tenant, extracted, Some(event));
     let ctx = EventContext { config, tenant, now };
     let decide = |history: &EventHistory| -> EventOutcome {
-        let current = state::current(history.versions.iter().map(|v| (&v.version, v.id)));
-        let current_id = history.versions.iter().find(|v| Some(&v.version) == current).map(|v| v.id);
-        match current {
-            Some(current) => {
-                let plan =
-                    decide_event(&ctx, current, requester.as_ref(), &history.past_requesters, &history.active_jobs);
-                EventOutcome {
-                    current_version_id: current_id,
-                    requester: requester.clone(),
-                    decision: plan.decision,
-                    job_changes: plan.job_changes,
-                    job_requesters: plan.job_requesters,
-                }
-            }
-            None => EventOutcome {
-                current_version_id: None,
-                requester: requester.clone(),
-                decision: Decision {
-                    eligible: false,
-                    reasons: vec![Reason::new(
-                        ReasonCode::NoInviteFound,
-                        "only replies (REPLY, COUNTER, REFRESH) have been received for this event",
-                    )],
-                    plan: None,
-                    skipped: vec![],
-                },
-                job_changes: vec![],
-                job_requesters: vec![],
+        let own = history.versions.iter().filter(|v| v.version.recurrence_id == event.recurrence_id);
+        let current = state::current(own.clone().map(|v| (&v.version, v.id)));
+        let current_version_id = own.clone().find(|v| Some(&v.version) == current).map(|v| v.id);
+        let decision = match current {
+            Some(current) => decide_event(&ctx, current, requester.as_ref()).decision,
+            None => Decision {
+                eligible: false,
+                reasons: vec![Reason::new(
+                    ReasonCode::NoInviteFound,
+                    "only replies (REPLY, COUNTER, REFRESH) have been received for this event",
+                )],
+                plan: None,
+                skipped: vec![],
             },
+        };
+        EventOutcome {
+            current_version_id,
+            requester: requester.clone(),
+            decision,
+            job_changes: plan_jobs(&ctx, history, requester.as_ref()),
         }
     };
     let recorded = store.record_event(&key, message_id, event, &version_hash(event), now, &decide).await?;
@@ -564,24 +597,51 @@ async fn record_one(
     );
     report.versions_stored += usize::from(recorded.version_is_new);
     report.eligible_decisions += usize::from(outcome.decision.eligible);
-    let mut created = recorded.created_job_ids.iter();
-    for change in &outcome.job_changes {
+    let counts = log_job_changes(&tenant.id, &event.uid, &outcome.job_changes, &recorded.created_job_ids);
+    report.jobs_created += counts.0;
+    report.jobs_rescheduled += counts.1;
+    report.jobs_cancelled += counts.2;
+    Ok(())
+}
+
+/// One log line per job change; returns how many were (created, rescheduled, cancelled).
+fn log_job_changes(tenant: &str, uid: &str, changes: &[JobChange], created_ids: &[i64]) -> (usize, usize, usize) {
+    let mut counts = (0, 0, 0);
+    let mut created = created_ids.iter();
+    for change in changes {
         match change {
             JobChange::Create(spec) => {
-                report.jobs_created += 1;
-                info!(job_id = created.next().copied().unwrap_or_default(), tenant = %tenant.id, uid = %event.uid,
-                      kind = spec.kind.as_str(), run_at = %spec.run_at.to_rfc3339(), occurrence_start = %spec.occurrence_start.to_rfc3339(), "job_scheduled");
+                counts.0 += 1;
+                info!(job_id = created.next().copied().unwrap_or_default(), tenant, uid,
+                      kind = spec.kind.as_str(), run_at = %spec.run_at.to_rfc3339(),
+                      occurrence_start = %spec.occurrence_start.to_rfc3339(), "job_scheduled");
             }
             JobChange::Reschedule { id, old_run_at, spec } => {
-                report.jobs_rescheduled += 1;
-                info!(job_id = id, tenant = %tenant.id, uid = %event.uid, kind = spec.kind.as_str(),
+                counts.1 += 1;
+                info!(job_id = id, tenant, uid, kind = spec.kind.as_str(),
                       old_run_at = %old_run_at.to_rfc3339(), run_at = %spec.run_at.to_rfc3339(), "job_rescheduled");
             }
             JobChange::Cancel { id, run_at } => {
-                report.jobs_cancelled += 1;
-                info!(job_id = id, tenant = %tenant.id, uid = %event.uid, run_at = %run_at.to_rfc3339(), "job_cancelled");
+                counts.2 += 1;
+                info!(job_id = id, tenant, uid, run_at = %run_at.to_rfc3339(), "job_cancelled");
             }
         }
     }
-    Ok(())
+    counts
+}
+
+/// Plans again every UID whose jobs time alone can change: occurrences that come inside
+/// the horizon as days pass (design.md: "`serve` extends the horizon as time passes").
+/// Returns how many jobs were created.
+pub async fn replan(store: &dyn Store, config: &Config, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let mut created = 0;
+    for (tenant_id, uid) in store.uids_to_replan(now).await? {
+        // A tenant removed from the configuration keeps its history but gets no new jobs.
+        let Some(tenant) = config.tenants.iter().find(|t| t.id == tenant_id) else { continue };
+        let ctx = EventContext { config, tenant, now };
+        let plan = |history: &EventHistory| plan_jobs(&ctx, history, None);
+        let applied = store.replan(&tenant_id, &uid, now, &plan).await?;
+        created += log_job_changes(&tenant_id, &uid, &applied.changes, &applied.created_job_ids).0;
+    }
+    Ok(created)
 }

@@ -145,22 +145,24 @@ pub struct JobSpec {
     pub provider: String,
     pub meeting_url: String,
     pub flags: Vec<Flag>,
+    /// Everyone for whom this occurrence is eligible.
+    pub requesters: Vec<String>,
 }
 
 /// The jobs an eligible decision asks for: one per occurrence that starts within the horizon
 /// (or is under way). An ineligible decision asks for none.
 pub fn desired_jobs(
     decision: &Decision,
-    occurrences: &Occurrences,
-    provider: &str,
-    meeting_url: &str,
+    occurrences: &[Occurrence],
+    conference: (&str, &str),
+    requesters: &[String],
     scheduling: &SchedulingConfig,
     now: DateTime<Utc>,
 ) -> Vec<JobSpec> {
     let Some(plan) = decision.plan.as_ref().filter(|_| decision.eligible) else { return vec![] };
+    let (provider, meeting_url) = conference;
     let horizon_end = now + Duration::days(scheduling.horizon_days);
     occurrences
-        .upcoming
         .iter()
         .filter(|o| o.start <= horizon_end)
         .map(|o| JobSpec {
@@ -172,8 +174,51 @@ pub fn desired_jobs(
             provider: provider.to_string(),
             meeting_url: meeting_url.to_string(),
             flags: plan.flags.clone(),
+            requesters: requesters.to_vec(),
         })
         .collect()
+}
+
+/// One occurrence of a series and the version that says what it is: the master, or the
+/// override (RECURRENCE-ID) that moved or changed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GovernedOccurrence<'a> {
+    pub occurrence: Occurrence,
+    pub version: &'a EventVersion,
+}
+
+/// The upcoming occurrences of a whole UID (RFC 5546 §2.1.5, design.md "Updates"): the
+/// master's, with each override replacing the occurrence it names (or removing it when
+/// cancelled). A cancelled master cancels the series with its overrides. Without a master,
+/// each override stands alone. `overrides` are current states of RECURRENCE-ID keys.
+pub fn series_occurrences<'a>(
+    master: Option<&'a EventVersion>,
+    overrides: &[&'a EventVersion],
+    fallback_tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+    max: usize,
+) -> (Vec<GovernedOccurrence<'a>>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut list: Vec<GovernedOccurrence> = Vec::new();
+    if let Some(m) = master {
+        if m.is_cancel() {
+            return (vec![], problems);
+        }
+        let occurrences = upcoming_occurrences(m, fallback_tz, now, max);
+        problems.extend(occurrences.problems);
+        list.extend(occurrences.upcoming.into_iter().map(|occurrence| GovernedOccurrence { occurrence, version: m }));
+    }
+    for o in overrides {
+        let Some(rid) = o.recurrence_id else { continue };
+        list.retain(|g| g.occurrence.slot != Some(rid));
+        let Some(start) = o.start.filter(|_| !o.is_cancel()) else { continue };
+        let end = o.end.unwrap_or(start).max(start);
+        if end > now {
+            list.push(GovernedOccurrence { occurrence: Occurrence { slot: Some(rid), start, end }, version: o });
+        }
+    }
+    list.sort_by_key(|g| (g.occurrence.start, g.occurrence.slot));
+    (list, problems)
 }
 
 /// A job that exists and may still run.
@@ -183,9 +228,11 @@ pub struct ActiveJob {
     pub slot: Option<DateTime<Utc>>,
     pub kind: PlanKind,
     pub occurrence_start: DateTime<Utc>,
+    pub occurrence_end: DateTime<Utc>,
     pub run_at: DateTime<Utc>,
     pub meeting_url: String,
     pub flags: Vec<Flag>,
+    pub requesters: Vec<String>,
     /// A recorder holds it: it is never moved under the recorder's feet.
     pub claimed: bool,
 }
@@ -199,6 +246,8 @@ pub enum JobChange {
 }
 
 /// Matches jobs by (slot, kind): a moved single meeting is rescheduled, not replaced.
+/// A job whose occurrence has ended is not cancelled for being no longer planned (a cloud
+/// recording is fetched after the end); it is still moved when its meeting moves.
 /// A run time already due stays as it is (a meeting under way is due `now`, which moves
 /// with every call). A claimed job is left alone unless its meeting moved, in which case
 /// it is cancelled and a new job takes its place. Cancellations come first, so that a
@@ -206,7 +255,7 @@ pub enum JobChange {
 pub fn diff_jobs(active: &[ActiveJob], desired: &[JobSpec], now: DateTime<Utc>) -> Vec<JobChange> {
     let mut changes: Vec<JobChange> = active
         .iter()
-        .filter(|a| !desired.iter().any(|d| d.slot == a.slot && d.kind == a.kind))
+        .filter(|a| a.occurrence_end > now && !desired.iter().any(|d| d.slot == a.slot && d.kind == a.kind))
         .map(|a| JobChange::Cancel { id: a.id, run_at: a.run_at })
         .collect();
     let mut later = Vec::new();
@@ -225,7 +274,7 @@ pub fn diff_jobs(active: &[ActiveJob], desired: &[JobSpec], now: DateTime<Utc>) 
         }
         let due_anyway = a.run_at <= now && spec.run_at <= now;
         let run_at = if due_anyway { a.run_at } else { spec.run_at };
-        if meeting_moved || run_at != a.run_at || a.flags != spec.flags {
+        if meeting_moved || run_at != a.run_at || a.flags != spec.flags || a.requesters != spec.requesters {
             let spec = JobSpec { run_at, ..spec.clone() };
             later.push(JobChange::Reschedule { id: a.id, old_run_at: a.run_at, spec });
         }
@@ -321,11 +370,20 @@ mod tests {
         e.rrule = Some("FREQ=DAILY;COUNT=30".into());
         let now = at("2027-01-01T00:00:00Z");
         let o = upcoming_occurrences(&e, chrono_tz::UTC, now, 100);
-        let jobs = desired_jobs(&eligible(PlanKind::BotJoin), &o, "zoom", "https://zoom.us/j/1", &TIMING, now);
+        let who = ["alice@acme.com".to_string()];
+        let jobs = desired_jobs(
+            &eligible(PlanKind::BotJoin),
+            &o.upcoming,
+            ("zoom", "https://zoom.us/j/1"),
+            &who,
+            &TIMING,
+            now,
+        );
         // 4 Jan .. 7 Jan 08:00 start within 7 days of 1 Jan 00:00.
         assert_eq!(jobs.len(), 4);
         assert_eq!(jobs[0].run_at, at("2027-01-04T07:59:00Z"));
-        let fetch = desired_jobs(&eligible(PlanKind::CloudFetch), &o, "zoom", "u", &TIMING, now);
+        assert_eq!(jobs[0].requesters, who);
+        let fetch = desired_jobs(&eligible(PlanKind::CloudFetch), &o.upcoming, ("zoom", "u"), &who, &TIMING, now);
         assert_eq!(fetch[0].run_at, at("2027-01-04T09:15:00Z"));
     }
 
@@ -340,15 +398,18 @@ mod tests {
             provider: "zoom".into(),
             meeting_url: "u".into(),
             flags: vec![],
+            requesters: vec![],
         };
         let active = |id, slot: Option<&str>, run: &str| ActiveJob {
             id,
             slot: slot.map(at),
             kind: PlanKind::BotJoin,
             occurrence_start: at(run),
+            occurrence_end: at(run) + Duration::hours(1),
             run_at: at(run),
             meeting_url: "u".into(),
             flags: vec![],
+            requesters: vec![],
             claimed: false,
         };
         let now = at("2027-01-01T00:00:00Z");
@@ -381,5 +442,45 @@ mod tests {
             matches!(moved.as_slice(), [JobChange::Cancel { id: 1, .. }, JobChange::Create(_)]),
             "a claimed job whose meeting moved is replaced: {moved:?}"
         );
+
+        // A cloud fetch waiting for its ended meeting is not cancelled by later planning.
+        let ended = super::diff_jobs(&[active(1, None, "2027-01-04T08:00:00Z")], &[], at("2027-01-04T09:30:00Z"));
+        assert!(ended.is_empty(), "{ended:?}");
+    }
+
+    #[test]
+    fn overrides_move_or_remove_their_occurrence_and_a_master_cancel_ends_all() {
+        let now = at("2027-01-01T00:00:00Z");
+        let mut master = event("2027-01-04T08:00:00Z", "2027-01-04T09:00:00Z");
+        master.rrule = Some("FREQ=DAILY;COUNT=3".into());
+        let moved = EventVersion {
+            recurrence_id: Some(at("2027-01-05T08:00:00Z")),
+            ..event("2027-01-05T14:00:00Z", "2027-01-05T15:00:00Z")
+        };
+        let cancelled = EventVersion {
+            recurrence_id: Some(at("2027-01-06T08:00:00Z")),
+            method: Some("CANCEL".into()),
+            ..event("2027-01-06T08:00:00Z", "2027-01-06T09:00:00Z")
+        };
+        let (list, _) = series_occurrences(Some(&master), &[&moved, &cancelled], chrono_tz::UTC, now, 100);
+        let got: Vec<_> = list.iter().map(|g| (g.occurrence.slot, g.occurrence.start)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(at("2027-01-04T08:00:00Z")), at("2027-01-04T08:00:00Z")),
+                (Some(at("2027-01-05T08:00:00Z")), at("2027-01-05T14:00:00Z")),
+            ]
+        );
+        assert_eq!(list[1].version, &moved);
+
+        // Exception only: the override stands alone under its RECURRENCE-ID.
+        let (alone, _) = series_occurrences(None, &[&moved], chrono_tz::UTC, now, 100);
+        assert_eq!(alone.len(), 1);
+        assert_eq!(alone[0].occurrence.slot, Some(at("2027-01-05T08:00:00Z")));
+
+        let mut cancel_all = master.clone();
+        cancel_all.method = Some("CANCEL".into());
+        let (none, _) = series_occurrences(Some(&cancel_all), &[&moved], chrono_tz::UTC, now, 100);
+        assert!(none.is_empty());
     }
 }

@@ -40,13 +40,19 @@ pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<(
     Ok(())
 }
 
-/// Each tick: process messages that were spooled but not finished (a crash, a busy store).
+/// Each tick: process messages that were spooled but not finished (a crash, a busy store),
+/// then plan again what time alone changes (occurrences coming inside the horizon).
 async fn scheduler_loop(config: Arc<Config>, store: Arc<dyn Store>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(config.scheduling.tick_seconds.max(1)));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => resume_unfinished(&config, store.as_ref()).await,
+            _ = tick.tick() => {
+                resume_unfinished(&config, store.as_ref()).await;
+                if let Err(e) = pipeline::replan(store.as_ref(), &config, Utc::now()).await {
+                    warn!(error_code = e.code(), error = %e, "replan_failed");
+                }
+            }
         }
     }
 }

@@ -62,6 +62,8 @@ async fn invite_update_cancel_moves_then_cancels_the_job() {
     assert_eq!(history.len(), 3);
     let sequences: Vec<i64> = history.iter().map(|h| h.version.sequence).collect();
     assert_eq!(sequences, vec![0, 1, 2]);
+    let current: Vec<bool> = history.iter().map(|h| h.current).collect();
+    assert_eq!(current, vec![false, false, true], "the CANCEL is in force");
     assert!(history.iter().all(|h| h.decisions.len() == 1));
 }
 
@@ -274,6 +276,21 @@ impl Store for PanickingStore {
     ) -> Result<store::RecordedEvent, store::StoreError> {
         panic!("bug while recording")
     }
+    async fn uids_to_replan(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(String, String)>, store::StoreError> {
+        self.0.uids_to_replan(now).await
+    }
+    async fn replan(
+        &self,
+        tenant: &str,
+        uid: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        plan: &store::Replan<'_>,
+    ) -> Result<store::AppliedChanges, store::StoreError> {
+        self.0.replan(tenant, uid, now, plan).await
+    }
     async fn jobs(&self, all: bool) -> Result<Vec<JobRow>, store::StoreError> {
         self.0.jobs(all).await
     }
@@ -310,4 +327,34 @@ async fn a_panic_while_processing_fails_the_message_not_the_process() {
     let r =
         invited::pipeline::process_message(inner.as_ref(), &common::config(), failed[0], common::now()).await.unwrap();
     assert_eq!(r.jobs_created, 1);
+}
+
+#[tokio::test]
+async fn a_reply_after_the_meeting_does_not_cancel_the_pending_cloud_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+    feed(store.as_ref(), &config, "zoom-invite.eml", common::NOW).await;
+    // The meeting ran 15:00–16:00Z; the fetch is due 16:15Z. A reply arrives at 16:05Z.
+    let reply = String::from_utf8(common::fixture("zoom-invite.eml"))
+        .unwrap()
+        .replace("METHOD:REQUEST", "METHOD:REPLY")
+        .replace("method=REQUEST", "method=REPLY");
+    let r = ingest(
+        store.as_ref(),
+        &config,
+        reply.into_bytes(),
+        Source::File,
+        None,
+        vec![],
+        common::at("2027-01-11T16:05:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.jobs_cancelled, 0);
+    assert_eq!(active(store.as_ref()).await.len(), 1);
+    // An update moving the meeting to the next day moves the job along.
+    let r = feed(store.as_ref(), &config, "zoom-update.eml", "2027-01-11T16:06:00Z").await;
+    assert_eq!((r.jobs_rescheduled, r.jobs_created, r.jobs_cancelled), (1, 0, 0));
+    assert_eq!(active(store.as_ref()).await[0].occurrence_start, common::at("2027-01-12T09:00:00Z"));
 }

@@ -72,11 +72,12 @@ CREATE TABLE decisions (
 CREATE INDEX decisions_event ON decisions(event_id);
 CREATE INDEX decisions_arrived ON decisions(arrived_version_id);
 
--- Capture jobs. `state` moves scheduled → claimed → done | failed, or → cancelled.
+-- Capture jobs, one per (tenant, UID, occurrence slot, kind) while active. `state` moves
+-- scheduled → claimed → done | failed, or → cancelled; a claimed job whose lease runs out
+-- is claimable again.
 CREATE TABLE jobs (
     id               INTEGER PRIMARY KEY,
     tenant           TEXT    NOT NULL,
-    event_id         INTEGER NOT NULL REFERENCES events(id),
     event_uid        TEXT    NOT NULL,
     slot             TEXT    NOT NULL DEFAULT '',  -- occurrence identity within a series
     occurrence_start TEXT    NOT NULL,
@@ -88,8 +89,24 @@ CREATE TABLE jobs (
     meeting_url      TEXT    NOT NULL,
     flags            TEXT    NOT NULL,             -- JSON array
     requesters       TEXT    NOT NULL,             -- JSON array of addresses
+    claimed_by       TEXT,                         -- recorder holding the lease
+    lease_until      TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_error       TEXT,
     created_at       TEXT    NOT NULL,
     updated_at       TEXT    NOT NULL
 );
-CREATE UNIQUE INDEX jobs_one_active ON jobs(event_id, slot, kind) WHERE state IN ('scheduled', 'claimed');
+CREATE UNIQUE INDEX jobs_one_active ON jobs(tenant, event_uid, slot, kind) WHERE state IN ('scheduled', 'claimed');
 CREATE INDEX jobs_due ON jobs(state, run_at);
+
+-- Occurrences a participant declined recording for ("join but don't record"): no job
+-- is planned for them again.
+CREATE TABLE consent_declines (
+    id               INTEGER PRIMARY KEY,
+    tenant           TEXT    NOT NULL,
+    event_uid        TEXT    NOT NULL,
+    slot             TEXT    NOT NULL DEFAULT '',
+    job_id           INTEGER REFERENCES jobs(id),
+    declined_at      TEXT    NOT NULL,
+    UNIQUE (tenant, event_uid, slot)
+);

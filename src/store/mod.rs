@@ -133,31 +133,43 @@ pub struct StoredVersion {
     pub received_at: DateTime<Utc>,
 }
 
-/// What is known of an event when a new message about it is processed.
+/// What is known of a whole UID when a new message about it is processed.
 #[derive(Debug, Clone)]
 pub struct EventHistory {
-    /// Every version, oldest first, including the one just stored.
+    /// Every version of every RECURRENCE-ID of the UID, oldest first, including the one
+    /// just stored.
     pub versions: Vec<StoredVersion>,
-    /// Everyone who asked before, with whether they were authenticated then.
+    /// Everyone who asked before about this UID, with whether they were authenticated then.
     pub past_requesters: Vec<Requester>,
-    /// Jobs of this event that may still run.
+    /// Jobs of this UID that may still run.
     pub active_jobs: Vec<ActiveJob>,
+    /// Occurrences (slots) a participant declined recording for.
+    pub declined_slots: Vec<Option<DateTime<Utc>>>,
 }
 
 /// What processing one event decided, to be written in the same transaction.
 #[derive(Debug, Clone)]
 pub struct EventOutcome {
-    /// The version the decision was taken on (the current one), if any.
+    /// The version of the arriving key the decision was taken on (its current one), if any.
     pub current_version_id: Option<i64>,
     pub requester: Option<Requester>,
     pub decision: Decision,
+    /// Changes to the UID's jobs.
     pub job_changes: Vec<JobChange>,
-    /// Requesters listed on created or moved jobs.
-    pub job_requesters: Vec<String>,
 }
 
 /// The pure step the store runs inside its transaction.
 pub type Decide<'a> = dyn Fn(&EventHistory) -> EventOutcome + Send + Sync + 'a;
+
+/// Planning without a new message: the job changes a UID's history calls for now.
+pub type Replan<'a> = dyn Fn(&EventHistory) -> Vec<JobChange> + Send + Sync + 'a;
+
+/// Job changes as written, with the ids of the jobs created (in order of the creations).
+#[derive(Debug, Clone, Default)]
+pub struct AppliedChanges {
+    pub changes: Vec<JobChange>,
+    pub created_job_ids: Vec<i64>,
+}
 
 /// What recording a version did.
 #[derive(Debug, Clone)]
@@ -194,8 +206,26 @@ pub struct HistoryEntry {
     pub version_id: i64,
     pub received_at: DateTime<Utc>,
     pub message_ids: Vec<i64>,
+    /// Whether this is the version in force for its (tenant, RECURRENCE-ID).
+    pub current: bool,
     pub version: EventVersion,
     pub decisions: Vec<DecisionRow>,
+}
+
+/// Marks, for each (tenant, RECURRENCE-ID), the version in force.
+fn mark_current(entries: &mut [HistoryEntry]) {
+    let current_ids: Vec<i64> = entries
+        .iter()
+        .filter_map(|e| {
+            let same_key =
+                entries.iter().filter(|o| o.tenant == e.tenant && o.version.recurrence_id == e.version.recurrence_id);
+            let current = crate::state::current(same_key.clone().map(|o| (&o.version, o.version_id)))?;
+            same_key.clone().find(|o| &o.version == current).map(|o| o.version_id)
+        })
+        .collect();
+    for e in entries.iter_mut() {
+        e.current = current_ids.contains(&e.version_id);
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,6 +269,19 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         decide: &Decide<'_>,
     ) -> Result<RecordedEvent, StoreError>;
+
+    /// (tenant, UID) pairs whose jobs may change with time alone: a series, or a meeting
+    /// that has not ended, that someone asked for.
+    async fn uids_to_replan(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// In one transaction: runs `plan` on the UID's history and applies its job changes.
+    async fn replan(
+        &self,
+        tenant: &str,
+        uid: &str,
+        now: DateTime<Utc>,
+        plan: &Replan<'_>,
+    ) -> Result<AppliedChanges, StoreError>;
 
     /// Capture jobs, soonest first; only scheduled and claimed ones unless `all`.
     async fn jobs(&self, all: bool) -> Result<Vec<JobRow>, StoreError>;

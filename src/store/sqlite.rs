@@ -11,8 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Sqlite, Transaction};
 
 use super::{
-    parse_ts, ts, Decide, DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent,
-    Spooled, Store, StoreError, StoredMessage, StoredVersion,
+    parse_ts, ts, AppliedChanges, Decide, DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow, NewMessage,
+    RecordedEvent, Replan, Spooled, Store, StoreError, StoredMessage, StoredVersion,
 };
 use crate::eligibility::{Flag, PlanKind, Requester};
 use crate::model::EventVersion;
@@ -68,6 +68,10 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 
 fn slot_text(slot: Option<DateTime<Utc>>) -> String {
     slot.map(ts).unwrap_or_default()
+}
+
+fn slot_value(text: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    (!text.is_empty()).then(|| parse_ts(text)).transpose()
 }
 
 fn plan_kind(s: &str) -> Result<PlanKind, StoreError> {
@@ -184,7 +188,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
 
-        let history = load_history(&mut tx, event_id).await?;
+        let history = load_history(&mut tx, key).await?;
         let outcome = decide(&history);
 
         sqlx::query(
@@ -205,10 +209,37 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
 
-        let created_job_ids =
-            apply_job_changes(&mut tx, key, event_id, &outcome.job_changes, &outcome.job_requesters, now).await?;
+        let created_job_ids = apply_job_changes(&mut tx, key, &outcome.job_changes, now).await?;
         tx.commit().await?;
         Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created_job_ids })
+    }
+
+    async fn uids_to_replan(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT e.tenant, e.uid FROM events e JOIN event_versions v ON v.event_id = e.id
+             WHERE (v.end_at > ? OR json_extract(v.data, '$.rrule') IS NOT NULL)
+               AND EXISTS (SELECT 1 FROM decisions d WHERE d.event_id = e.id AND d.requester IS NOT NULL)
+             ORDER BY e.tenant, e.uid",
+        )
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn replan(
+        &self,
+        tenant: &str,
+        uid: &str,
+        now: DateTime<Utc>,
+        plan: &Replan<'_>,
+    ) -> Result<AppliedChanges, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let key = EventKey { tenant: tenant.to_string(), uid: uid.to_string(), recurrence_id: None };
+        let history = load_history(&mut tx, &key).await?;
+        let changes = plan(&history);
+        let created_job_ids = apply_job_changes(&mut tx, &key, &changes, now).await?;
+        tx.commit().await?;
+        Ok(AppliedChanges { changes, created_job_ids })
     }
 
     async fn jobs(&self, all: bool) -> Result<Vec<JobRow>, StoreError> {
@@ -284,10 +315,12 @@ impl Store for SqliteStore {
                 version_id,
                 received_at: parse_ts(&received_at)?,
                 message_ids,
+                current: false,
                 version: from_json(&data)?,
                 decisions,
             });
         }
+        super::mark_current(&mut entries);
         Ok(entries)
     }
 
@@ -335,12 +368,16 @@ async fn insert_version(
     Ok((id, false))
 }
 
-async fn load_history(tx: &mut Transaction<'static, Sqlite>, event_id: i64) -> Result<EventHistory, StoreError> {
-    let rows: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT id, data, received_at FROM event_versions WHERE event_id = ? ORDER BY id")
-            .bind(event_id)
-            .fetch_all(&mut **tx)
-            .await?;
+/// Everything about the (tenant, UID) of `key`: all its RECURRENCE-IDs, requesters and jobs.
+async fn load_history(tx: &mut Transaction<'static, Sqlite>, key: &EventKey) -> Result<EventHistory, StoreError> {
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT v.id, v.data, v.received_at FROM event_versions v JOIN events e ON e.id = v.event_id
+         WHERE e.tenant = ? AND e.uid = ? ORDER BY v.id",
+    )
+    .bind(&key.tenant)
+    .bind(&key.uid)
+    .fetch_all(&mut **tx)
+    .await?;
     let versions = rows
         .into_iter()
         .map(|(id, data, received_at)| {
@@ -348,35 +385,45 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, event_id: i64) -> R
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     let requesters: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT requester, MAX(requester_authenticated) FROM decisions
-         WHERE event_id = ? AND requester IS NOT NULL GROUP BY requester ORDER BY MIN(id)",
+        "SELECT d.requester, MAX(d.requester_authenticated) FROM decisions d JOIN events e ON e.id = d.event_id
+         WHERE e.tenant = ? AND e.uid = ? AND d.requester IS NOT NULL GROUP BY d.requester ORDER BY MIN(d.id)",
     )
-    .bind(event_id)
+    .bind(&key.tenant)
+    .bind(&key.uid)
     .fetch_all(&mut **tx)
     .await?;
-    type ActiveRow = (i64, String, String, String, String, String, String, String);
+    type ActiveRow = (i64, String, String, String, String, String, String, String, String, String);
     let jobs: Vec<ActiveRow> = sqlx::query_as(
-        "SELECT id, slot, kind, occurrence_start, run_at, meeting_url, flags, state FROM jobs
-         WHERE event_id = ? AND state IN ('scheduled', 'claimed') ORDER BY id",
+        "SELECT id, slot, kind, occurrence_start, occurrence_end, run_at, meeting_url, flags, requesters, state FROM jobs
+         WHERE tenant = ? AND event_uid = ? AND state IN ('scheduled', 'claimed') ORDER BY id",
     )
-    .bind(event_id)
+    .bind(&key.tenant)
+    .bind(&key.uid)
     .fetch_all(&mut **tx)
     .await?;
     let active_jobs = jobs
         .into_iter()
-        .map(|(id, slot, kind, occ, run_at, meeting_url, flags, state)| {
+        .map(|(id, slot, kind, occ, occ_end, run_at, meeting_url, flags, requesters, state)| {
             Ok(ActiveJob {
                 id,
-                slot: (!slot.is_empty()).then(|| parse_ts(&slot)).transpose()?,
+                slot: slot_value(&slot)?,
                 kind: plan_kind(&kind)?,
                 occurrence_start: parse_ts(&occ)?,
+                occurrence_end: parse_ts(&occ_end)?,
                 run_at: parse_ts(&run_at)?,
                 meeting_url,
                 flags: from_json::<Vec<Flag>>(&flags)?,
+                requesters: from_json(&requesters)?,
                 claimed: state == "claimed",
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+    let declined: Vec<String> =
+        sqlx::query_scalar("SELECT slot FROM consent_declines WHERE tenant = ? AND event_uid = ?")
+            .bind(&key.tenant)
+            .bind(&key.uid)
+            .fetch_all(&mut **tx)
+            .await?;
     Ok(EventHistory {
         versions,
         past_requesters: requesters
@@ -384,15 +431,14 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, event_id: i64) -> R
             .map(|(email, authenticated)| Requester { email, authenticated })
             .collect(),
         active_jobs,
+        declined_slots: declined.iter().map(|s| slot_value(s)).collect::<Result<_, _>>()?,
     })
 }
 
 async fn apply_job_changes(
     tx: &mut Transaction<'static, Sqlite>,
     key: &EventKey,
-    event_id: i64,
     changes: &[JobChange],
-    requesters: &[String],
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>, StoreError> {
     let mut created = Vec::new();
@@ -400,12 +446,11 @@ async fn apply_job_changes(
         match change {
             JobChange::Create(spec) => {
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO jobs (tenant, event_id, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
+                    "INSERT INTO jobs (tenant, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
                                        provider, meeting_url, flags, requesters, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
                 )
                 .bind(&key.tenant)
-                .bind(event_id)
                 .bind(&key.uid)
                 .bind(slot_text(spec.slot))
                 .bind(ts(spec.occurrence_start))
@@ -415,14 +460,14 @@ async fn apply_job_changes(
                 .bind(&spec.provider)
                 .bind(&spec.meeting_url)
                 .bind(json(&spec.flags))
-                .bind(json(&requesters))
+                .bind(json(&spec.requesters))
                 .bind(ts(now))
                 .bind(ts(now))
                 .fetch_one(&mut **tx)
                 .await?;
                 created.push(id);
             }
-            JobChange::Reschedule { id, spec, .. } => update_job(tx, *id, spec, requesters, now).await?,
+            JobChange::Reschedule { id, spec, .. } => update_job(tx, *id, spec, now).await?,
             JobChange::Cancel { id, .. } => {
                 sqlx::query("UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ?")
                     .bind(ts(now))
@@ -440,7 +485,6 @@ async fn update_job(
     tx: &mut Transaction<'static, Sqlite>,
     id: i64,
     spec: &JobSpec,
-    requesters: &[String],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     sqlx::query(
@@ -453,7 +497,7 @@ async fn update_job(
     .bind(&spec.provider)
     .bind(&spec.meeting_url)
     .bind(json(&spec.flags))
-    .bind(json(&requesters))
+    .bind(json(&spec.requesters))
     .bind(ts(now))
     .bind(id)
     .execute(&mut **tx)
