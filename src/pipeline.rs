@@ -15,7 +15,7 @@ use crate::config::{Config, SenderAuth, Tenant};
 use crate::eligibility::{self, Decision, Facts, Reason, ReasonCode, Requester, Timing};
 use crate::model::{EventVersion, Extracted};
 use crate::schedule::{self, JobChange, Occurrence};
-use crate::store::{EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError};
+use crate::store::{CreatedJob, EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError};
 use crate::{auth, ics, mime, state};
 
 /// The stable `explain --json` object (design.md, "Machine interface").
@@ -384,6 +384,8 @@ pub struct ProcessReport {
     pub versions_stored: usize,
     pub eligible_decisions: usize,
     pub jobs_created: usize,
+    /// Planned jobs that joined another UID's job for the same meeting link and start.
+    pub jobs_joined: usize,
     pub jobs_rescheduled: usize,
     pub jobs_cancelled: usize,
 }
@@ -597,32 +599,49 @@ async fn record_one(
     );
     report.versions_stored += usize::from(recorded.version_is_new);
     report.eligible_decisions += usize::from(outcome.decision.eligible);
-    let counts = log_job_changes(&tenant.id, &event.uid, &outcome.job_changes, &recorded.created_job_ids);
-    report.jobs_created += counts.0;
-    report.jobs_rescheduled += counts.1;
-    report.jobs_cancelled += counts.2;
+    let counts = log_job_changes(&tenant.id, &event.uid, &outcome.job_changes, &recorded.created);
+    report.jobs_created += counts.created;
+    report.jobs_joined += counts.joined;
+    report.jobs_rescheduled += counts.rescheduled;
+    report.jobs_cancelled += counts.cancelled;
     Ok(())
 }
 
-/// One log line per job change; returns how many were (created, rescheduled, cancelled).
-fn log_job_changes(tenant: &str, uid: &str, changes: &[JobChange], created_ids: &[i64]) -> (usize, usize, usize) {
-    let mut counts = (0, 0, 0);
-    let mut created = created_ids.iter();
+/// How many job changes of each kind were written.
+#[derive(Debug, Default, Clone, Copy)]
+struct JobCounts {
+    created: usize,
+    joined: usize,
+    rescheduled: usize,
+    cancelled: usize,
+}
+
+/// One log line per job change, with how many of each kind there were.
+fn log_job_changes(tenant: &str, uid: &str, changes: &[JobChange], created: &[CreatedJob]) -> JobCounts {
+    let mut counts = JobCounts::default();
+    let mut created = created.iter();
     for change in changes {
         match change {
-            JobChange::Create(spec) => {
-                counts.0 += 1;
-                info!(job_id = created.next().copied().unwrap_or_default(), tenant, uid,
-                      kind = spec.kind.as_str(), run_at = %spec.run_at.to_rfc3339(),
-                      occurrence_start = %spec.occurrence_start.to_rfc3339(), "job_scheduled");
-            }
+            JobChange::Create(spec) => match created.next() {
+                Some(job) if job.joined => {
+                    counts.joined += 1;
+                    info!(job_id = job.id, tenant, uid, kind = spec.kind.as_str(),
+                          occurrence_start = %spec.occurrence_start.to_rfc3339(), "job_joined");
+                }
+                job => {
+                    counts.created += 1;
+                    info!(job_id = job.map_or(0, |j| j.id), tenant, uid,
+                          kind = spec.kind.as_str(), run_at = %spec.run_at.to_rfc3339(),
+                          occurrence_start = %spec.occurrence_start.to_rfc3339(), "job_scheduled");
+                }
+            },
             JobChange::Reschedule { id, old_run_at, spec } => {
-                counts.1 += 1;
+                counts.rescheduled += 1;
                 info!(job_id = id, tenant, uid, kind = spec.kind.as_str(),
                       old_run_at = %old_run_at.to_rfc3339(), run_at = %spec.run_at.to_rfc3339(), "job_rescheduled");
             }
             JobChange::Cancel { id, run_at } => {
-                counts.2 += 1;
+                counts.cancelled += 1;
                 info!(job_id = id, tenant, uid, run_at = %run_at.to_rfc3339(), "job_cancelled");
             }
         }
@@ -641,7 +660,7 @@ pub async fn replan(store: &dyn Store, config: &Config, now: DateTime<Utc>) -> R
         let ctx = EventContext { config, tenant, now };
         let plan = |history: &EventHistory| plan_jobs(&ctx, history, None);
         let applied = store.replan(&tenant_id, &uid, now, &plan).await?;
-        created += log_job_changes(&tenant_id, &uid, &applied.changes, &applied.created_job_ids).0;
+        created += log_job_changes(&tenant_id, &uid, &applied.changes, &applied.created).created;
     }
     Ok(created)
 }

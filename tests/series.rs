@@ -176,3 +176,85 @@ async fn occurrences_coming_inside_the_horizon_get_their_jobs_as_time_passes() {
     assert_eq!(starts.len(), 7);
     assert_eq!(starts.last().map(String::as_str), Some("2027-02-22T15:00:00+00:00"));
 }
+
+/// A single meeting under its own UID, forwarded by `from`.
+fn single(uid: &str, from: &str, method: &str, start: &str, end: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: acme@assistant.example.com\r\nSubject: s\r\nMessage-ID: <{uid}{method}{start}@t>\r\n\
+         Content-Type: text/calendar; method={method}\r\n\r\nBEGIN:VCALENDAR\r\nMETHOD:{method}\r\nBEGIN:VEVENT\r\n\
+         UID:{uid}\r\nSEQUENCE:{}\r\nDTSTAMP:20270104T090000Z\r\nDTSTART:{start}\r\nDTEND:{end}\r\n\
+         SUMMARY:Customer call\r\nORGANIZER:mailto:{from}\r\n{TEAMS}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        if method == "CANCEL" { 1 } else { 0 }
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn two_uids_for_one_meeting_share_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let config = common::config();
+    let (s, e) = ("20270111T150000Z", "20270111T160000Z");
+    let r = ingest(
+        store.as_ref(),
+        &config,
+        single("a-copy", "alice@acme.com", "REQUEST", s, e),
+        Source::File,
+        None,
+        vec![],
+        common::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.jobs_created, 1);
+    let r = ingest(
+        store.as_ref(),
+        &config,
+        single("d-copy", "dan@acme.com", "REQUEST", s, e),
+        Source::File,
+        None,
+        vec![],
+        common::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.jobs_created, r.jobs_joined), (0, 1));
+    let jobs = store.jobs(false).await.unwrap();
+    assert_eq!(jobs.len(), 1, "one bot, not two");
+    assert_eq!(jobs[0].requesters, ["alice@acme.com", "dan@acme.com"]);
+
+    // Alice's copy is cancelled: the job stays for Dan.
+    feed(store.as_ref(), single("a-copy", "alice@acme.com", "CANCEL", s, e)).await;
+    let jobs = store.jobs(false).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].requesters, ["dan@acme.com"]);
+
+    // Dan's copy moves: his part goes with it, and the old job has nobody left.
+    let moved = single("d-copy", "dan@acme.com", "REQUEST", "20270112T150000Z", "20270112T160000Z");
+    let moved = String::from_utf8(moved).unwrap().replace("SEQUENCE:0", "SEQUENCE:2").into_bytes();
+    feed(store.as_ref(), moved).await;
+    let jobs = store.jobs(false).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].occurrence_start, common::at("2027-01-12T15:00:00Z"));
+}
+
+#[tokio::test]
+async fn a_shared_job_moved_by_one_uid_stays_for_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let (s, e) = ("20270111T150000Z", "20270111T160000Z");
+    feed(store.as_ref(), single("a-copy", "alice@acme.com", "REQUEST", s, e)).await;
+    feed(store.as_ref(), single("d-copy", "dan@acme.com", "REQUEST", s, e)).await;
+    let moved = single("a-copy", "alice@acme.com", "REQUEST", "20270112T150000Z", "20270112T160000Z");
+    let moved = String::from_utf8(moved).unwrap().replace("SEQUENCE:0", "SEQUENCE:2").into_bytes();
+    feed(store.as_ref(), moved).await;
+    let jobs = store.jobs(false).await.unwrap();
+    let got: Vec<_> = jobs.iter().map(|j| (j.occurrence_start.to_rfc3339(), j.requesters.clone())).collect();
+    assert_eq!(
+        got,
+        [
+            ("2027-01-11T15:00:00+00:00".to_string(), vec!["dan@acme.com".to_string()]),
+            ("2027-01-12T15:00:00+00:00".to_string(), vec!["alice@acme.com".to_string()]),
+        ]
+    );
+}

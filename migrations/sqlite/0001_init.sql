@@ -72,7 +72,7 @@ CREATE TABLE decisions (
 CREATE INDEX decisions_event ON decisions(event_id);
 CREATE INDEX decisions_arrived ON decisions(arrived_version_id);
 
--- Capture jobs, one per (tenant, UID, occurrence slot, kind) while active. `state` moves
+-- Capture jobs, one per meeting link, start and kind while active. `state` moves
 -- scheduled → claimed → done | failed, or → cancelled; a claimed job whose lease runs out
 -- is claimable again.
 CREATE TABLE jobs (
@@ -96,8 +96,23 @@ CREATE TABLE jobs (
     created_at       TEXT    NOT NULL,
     updated_at       TEXT    NOT NULL
 );
-CREATE UNIQUE INDEX jobs_one_active ON jobs(tenant, event_uid, slot, kind) WHERE state IN ('scheduled', 'claimed');
 CREATE INDEX jobs_due ON jobs(state, run_at);
+CREATE INDEX jobs_target ON jobs(tenant, meeting_url, occurrence_start, kind);
+
+-- Which (UID, slot) occurrences a job records. Two people forwarding their own copies
+-- of one meeting (two UIDs, same link and start) share one job: one bot, not two.
+-- `tenant, event_uid, slot` of `jobs` name the first of them.
+CREATE TABLE job_links (
+    id               INTEGER PRIMARY KEY,
+    job_id           INTEGER NOT NULL REFERENCES jobs(id),
+    tenant           TEXT    NOT NULL,
+    event_uid        TEXT    NOT NULL,
+    slot             TEXT    NOT NULL DEFAULT '',
+    kind             TEXT    NOT NULL,
+    requesters       TEXT    NOT NULL,             -- JSON array: this UID's requesters
+    UNIQUE (tenant, event_uid, slot, kind)
+);
+CREATE INDEX job_links_job ON job_links(job_id);
 
 -- Occurrences a participant declined recording for ("join but don't record"): no job
 -- is planned for them again.

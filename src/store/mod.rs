@@ -164,11 +164,19 @@ pub type Decide<'a> = dyn Fn(&EventHistory) -> EventOutcome + Send + Sync + 'a;
 /// Planning without a new message: the job changes a UID's history calls for now.
 pub type Replan<'a> = dyn Fn(&EventHistory) -> Vec<JobChange> + Send + Sync + 'a;
 
-/// Job changes as written, with the ids of the jobs created (in order of the creations).
+/// Job changes as written, with the job each creation ended up on (in order of the creations).
 #[derive(Debug, Clone, Default)]
 pub struct AppliedChanges {
     pub changes: Vec<JobChange>,
-    pub created_job_ids: Vec<i64>,
+    pub created: Vec<CreatedJob>,
+}
+
+/// Where a planned job went: a new job, or an active job for the same meeting link, start
+/// and kind that another UID already has (two people forwarding one meeting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreatedJob {
+    pub id: i64,
+    pub joined: bool,
 }
 
 /// What recording a version did.
@@ -179,8 +187,8 @@ pub struct RecordedEvent {
     /// False when the identical version was already stored (the message is linked to it).
     pub version_is_new: bool,
     pub outcome: EventOutcome,
-    /// Ids of the jobs created, in the order of `outcome.job_changes`' creations.
-    pub created_job_ids: Vec<i64>,
+    /// The jobs `outcome.job_changes`' creations ended up on, in order.
+    pub created: Vec<CreatedJob>,
 }
 
 /// A capture job, as `invited jobs --json` prints it.

@@ -11,8 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Sqlite, Transaction};
 
 use super::{
-    parse_ts, ts, AppliedChanges, Decide, DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow, NewMessage,
-    RecordedEvent, Replan, Spooled, Store, StoreError, StoredMessage, StoredVersion,
+    parse_ts, ts, AppliedChanges, CreatedJob, Decide, DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow,
+    NewMessage, RecordedEvent, Replan, Spooled, Store, StoreError, StoredMessage, StoredVersion,
 };
 use crate::eligibility::{Flag, PlanKind, Requester};
 use crate::model::EventVersion;
@@ -21,7 +21,7 @@ use crate::schedule::{ActiveJob, JobChange, JobSpec};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -49,7 +49,7 @@ impl SqliteStore {
 
     /// A write transaction that takes the write lock at once, so that reading the
     /// history and writing the outcome cannot interleave with another writer.
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    pub(super) async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
@@ -209,9 +209,9 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
 
-        let created_job_ids = apply_job_changes(&mut tx, key, &outcome.job_changes, now).await?;
+        let created = apply_job_changes(&mut tx, key, &outcome.job_changes, now).await?;
         tx.commit().await?;
-        Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created_job_ids })
+        Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created })
     }
 
     async fn uids_to_replan(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>, StoreError> {
@@ -237,9 +237,9 @@ impl Store for SqliteStore {
         let key = EventKey { tenant: tenant.to_string(), uid: uid.to_string(), recurrence_id: None };
         let history = load_history(&mut tx, &key).await?;
         let changes = plan(&history);
-        let created_job_ids = apply_job_changes(&mut tx, &key, &changes, now).await?;
+        let created = apply_job_changes(&mut tx, &key, &changes, now).await?;
         tx.commit().await?;
-        Ok(AppliedChanges { changes, created_job_ids })
+        Ok(AppliedChanges { changes, created })
     }
 
     async fn jobs(&self, all: bool) -> Result<Vec<JobRow>, StoreError> {
@@ -393,9 +393,12 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, key: &EventKey) -> 
     .fetch_all(&mut **tx)
     .await?;
     type ActiveRow = (i64, String, String, String, String, String, String, String, String, String);
+    // The UID's view of its jobs: its own slot and requesters, from its links.
     let jobs: Vec<ActiveRow> = sqlx::query_as(
-        "SELECT id, slot, kind, occurrence_start, occurrence_end, run_at, meeting_url, flags, requesters, state FROM jobs
-         WHERE tenant = ? AND event_uid = ? AND state IN ('scheduled', 'claimed') ORDER BY id",
+        "SELECT j.id, l.slot, j.kind, j.occurrence_start, j.occurrence_end, j.run_at, j.meeting_url, j.flags,
+                l.requesters, j.state
+         FROM job_links l JOIN jobs j ON j.id = l.job_id
+         WHERE l.tenant = ? AND l.event_uid = ? AND j.state IN ('scheduled', 'claimed') ORDER BY j.id",
     )
     .bind(&key.tenant)
     .bind(&key.uid)
@@ -435,49 +438,194 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, key: &EventKey) -> 
     })
 }
 
+/// Writes a UID's job changes. The UID's view of a job is its link: cancelling removes the
+/// link (and the job with its last link); a creation joins an active job for the same
+/// meeting link, start and kind when there is one; a move of a shared job leaves the job
+/// to its other links and plans this UID's part anew.
 async fn apply_job_changes(
     tx: &mut Transaction<'static, Sqlite>,
     key: &EventKey,
     changes: &[JobChange],
     now: DateTime<Utc>,
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<Vec<CreatedJob>, StoreError> {
     let mut created = Vec::new();
     for change in changes {
         match change {
-            JobChange::Create(spec) => {
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO jobs (tenant, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
-                                       provider, meeting_url, flags, requesters, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
-                )
-                .bind(&key.tenant)
-                .bind(&key.uid)
-                .bind(slot_text(spec.slot))
-                .bind(ts(spec.occurrence_start))
-                .bind(ts(spec.occurrence_end))
-                .bind(spec.kind.as_str())
-                .bind(ts(spec.run_at))
-                .bind(&spec.provider)
-                .bind(&spec.meeting_url)
-                .bind(json(&spec.flags))
-                .bind(json(&spec.requesters))
-                .bind(ts(now))
-                .bind(ts(now))
-                .fetch_one(&mut **tx)
-                .await?;
-                created.push(id);
+            JobChange::Create(spec) => created.push(link_or_create(tx, key, spec, now).await?),
+            JobChange::Reschedule { id, spec, .. } => {
+                if other_links(tx, *id, key).await? == 0 && target_job(tx, key, spec, Some(*id)).await?.is_none() {
+                    update_job(tx, *id, spec, now).await?;
+                    set_link_requesters(tx, *id, key, spec).await?;
+                } else {
+                    unlink(tx, *id, key, now).await?;
+                    link_or_create(tx, key, spec, now).await?;
+                }
             }
-            JobChange::Reschedule { id, spec, .. } => update_job(tx, *id, spec, now).await?,
-            JobChange::Cancel { id, .. } => {
-                sqlx::query("UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ?")
-                    .bind(ts(now))
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
-            }
+            JobChange::Cancel { id, .. } => unlink(tx, *id, key, now).await?,
         }
     }
     Ok(created)
+}
+
+async fn link_or_create(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &EventKey,
+    spec: &JobSpec,
+    now: DateTime<Utc>,
+) -> Result<CreatedJob, StoreError> {
+    // A link left by a job that has since ended no longer holds this occurrence.
+    sqlx::query(
+        "DELETE FROM job_links WHERE tenant = ? AND event_uid = ? AND slot = ? AND kind = ?
+           AND job_id NOT IN (SELECT id FROM jobs WHERE state IN ('scheduled', 'claimed'))",
+    )
+    .bind(&key.tenant)
+    .bind(&key.uid)
+    .bind(slot_text(spec.slot))
+    .bind(spec.kind.as_str())
+    .execute(&mut **tx)
+    .await?;
+    let job = match target_job(tx, key, spec, None).await? {
+        Some(id) => CreatedJob { id, joined: true },
+        None => CreatedJob { id: insert_job(tx, key, spec, now).await?, joined: false },
+    };
+    sqlx::query("INSERT INTO job_links (job_id, tenant, event_uid, slot, kind, requesters) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(job.id)
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(slot_text(spec.slot))
+        .bind(spec.kind.as_str())
+        .bind(json(&spec.requesters))
+        .execute(&mut **tx)
+        .await?;
+    refresh_requesters(tx, job.id, now).await?;
+    Ok(job)
+}
+
+/// The active job, other than `except`, for the same meeting link, start and kind.
+async fn target_job(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &EventKey,
+    spec: &JobSpec,
+    except: Option<i64>,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE tenant = ? AND meeting_url = ? AND occurrence_start = ? AND kind = ?
+           AND state IN ('scheduled', 'claimed') AND id <> ? ORDER BY id LIMIT 1",
+    )
+    .bind(&key.tenant)
+    .bind(&spec.meeting_url)
+    .bind(ts(spec.occurrence_start))
+    .bind(spec.kind.as_str())
+    .bind(except.unwrap_or(-1))
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+async fn insert_job(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &EventKey,
+    spec: &JobSpec,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO jobs (tenant, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
+                           provider, meeting_url, flags, requesters, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&key.tenant)
+    .bind(&key.uid)
+    .bind(slot_text(spec.slot))
+    .bind(ts(spec.occurrence_start))
+    .bind(ts(spec.occurrence_end))
+    .bind(spec.kind.as_str())
+    .bind(ts(spec.run_at))
+    .bind(&spec.provider)
+    .bind(&spec.meeting_url)
+    .bind(json(&spec.flags))
+    .bind(json(&spec.requesters))
+    .bind(ts(now))
+    .bind(ts(now))
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// How many other UIDs' occurrences `job_id` records.
+async fn other_links(tx: &mut Transaction<'static, Sqlite>, job_id: i64, key: &EventKey) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM job_links WHERE job_id = ? AND NOT (tenant = ? AND event_uid = ?)")
+        .bind(job_id)
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+async fn set_link_requesters(
+    tx: &mut Transaction<'static, Sqlite>,
+    job_id: i64,
+    key: &EventKey,
+    spec: &JobSpec,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE job_links SET slot = ?, requesters = ? WHERE job_id = ? AND tenant = ? AND event_uid = ?")
+        .bind(slot_text(spec.slot))
+        .bind(json(&spec.requesters))
+        .bind(job_id)
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Drops this UID's link to a job; a job nobody links to any more is cancelled.
+async fn unlink(
+    tx: &mut Transaction<'static, Sqlite>,
+    job_id: i64,
+    key: &EventKey,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM job_links WHERE job_id = ? AND tenant = ? AND event_uid = ?")
+        .bind(job_id)
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .execute(&mut **tx)
+        .await?;
+    if other_links(tx, job_id, key).await? == 0 {
+        sqlx::query("UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ?")
+            .bind(ts(now))
+            .bind(job_id)
+            .execute(&mut **tx)
+            .await?;
+    } else {
+        refresh_requesters(tx, job_id, now).await?;
+    }
+    Ok(())
+}
+
+/// A job lists every requester of every UID it records, in the order they asked.
+async fn refresh_requesters(
+    tx: &mut Transaction<'static, Sqlite>,
+    job_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let lists: Vec<String> = sqlx::query_scalar("SELECT requesters FROM job_links WHERE job_id = ? ORDER BY id")
+        .bind(job_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut all: Vec<String> = Vec::new();
+    for list in lists {
+        for r in from_json::<Vec<String>>(&list)? {
+            if !all.contains(&r) {
+                all.push(r);
+            }
+        }
+    }
+    sqlx::query("UPDATE jobs SET requesters = ?, updated_at = ? WHERE id = ?")
+        .bind(json(&all))
+        .bind(ts(now))
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Moves a job that no recorder holds (`diff_jobs` replaces claimed ones instead).
