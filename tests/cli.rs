@@ -176,3 +176,23 @@ fn serve_answers_healthz_and_stops_on_sigterm() {
     assert!(status.success(), "exit {status:?}; logs:\n{logs}");
     assert!(logs.contains("daemon_started") && logs.contains("daemon_stopped"), "{logs}");
 }
+
+#[test]
+fn spoofed_sender_schedules_nothing_and_the_log_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let eml = common::fixtures().join("spoofed-from.eml");
+    let o = Command::new(env!("CARGO_BIN_EXE_invited"))
+        .args(["ingest", "--now", common::NOW, eml.to_str().unwrap()])
+        .env("INVITED_CONFIG", common::fixtures().join("config.toml"))
+        .env("INVITED_STORE__URL", format!("sqlite://{}/invited.db", dir.path().display()))
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let logs = stderr(&o);
+    let decision = logs.lines().find(|l| l.contains("decision_made")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(decision.contains("unauthenticated_sender"), "{decision}");
+    assert!(!logs.contains("job_scheduled"), "{logs}");
+    let o = invited(dir.path(), &["jobs", "--json"]);
+    assert!(stdout(&o).trim().is_empty(), "{}", stdout(&o));
+}

@@ -26,6 +26,16 @@ fn each_rule_gives_its_reason() {
         ("no-uid.eml", &["no_invite_found"], &[], None, &[]),
         ("no-calendar.eml", &["no_invite_found"], &[], None, &[]),
         ("bad-calendar.eml", &["no_invite_found"], &[], None, &[]),
+        ("unknown-requester.eml", &[], &["unknown_requester"], None, &[]),
+        ("no-start.eml", &[], &["no_start_time"], None, &[]),
+        ("external-consent.eml", &[], &["external_consent_link"], None, &[]),
+        ("consent-type-mismatch.eml", &[], &["consent_link_type_mismatch"], None, &[]),
+        ("consent-bypass.eml", &[], &["consent_bypass_link"], None, &[]),
+        ("authenticated-teams.eml", &[], &[], Some("bot_join"), &["authenticated_bot"]),
+        ("authenticated-zoom-local.eml", &[], &[], Some("bot_join"), &["host_must_grant_recording"]),
+        ("webex-misconfigured.eml", &[], &["provider_misconfigured"], None, &[]),
+        ("spoofed-from.eml", &[], &["unauthenticated_sender"], None, &[]),
+        ("untrusted-authserv.eml", &[], &["unauthenticated_sender"], None, &[]),
     ];
     for (name, top, event, kind, flags) in cases {
         let e = explain(&config, &common::fixture(name), &[], common::now());
