@@ -2,6 +2,7 @@
 //! versions, decisions and capture jobs. SQLite is the embedded default; the backend
 //! is chosen by `store.url`, and SQL that differs between backends stays behind the trait.
 
+mod jobs;
 mod sqlite;
 
 use std::sync::Arc;
@@ -312,6 +313,27 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// The one text form of a time in the store: RFC 3339, UTC, milliseconds, `Z`.
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
+}
+
+/// An occurrence slot or RECURRENCE-ID as a key column: its time, or '' for none.
+pub(crate) fn slot_text(slot: Option<DateTime<Utc>>) -> String {
+    slot.map(ts).unwrap_or_default()
+}
+
+pub(crate) fn slot_value(text: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    (!text.is_empty()).then(|| parse_ts(text)).transpose()
+}
+
+pub(crate) fn plan_kind(s: &str) -> Result<crate::eligibility::PlanKind, StoreError> {
+    from_json(&format!("\"{s}\""))
 }
 
 pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {

@@ -10,13 +10,15 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 
+use super::jobs::{apply_job_changes, JobOps};
 use super::{
-    parse_ts, ts, AppliedChanges, CreatedJob, Decide, DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow,
-    NewMessage, RecordedEvent, Replan, Spooled, Store, StoreError, StoredMessage, StoredVersion,
+    from_json, json, parse_ts, plan_kind, slot_text, slot_value, ts, AppliedChanges, Decide, DecisionRow, EventHistory,
+    EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Spooled, Store, StoreError, StoredMessage,
+    StoredVersion,
 };
-use crate::eligibility::{Flag, PlanKind, Requester};
+use crate::eligibility::{Flag, Requester};
 use crate::model::EventVersion;
-use crate::schedule::{ActiveJob, JobChange, JobSpec};
+use crate::schedule::{ActiveJob, JobSpec};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -56,26 +58,6 @@ impl SqliteStore {
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))
-}
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("bad JSON in store: {e}")))
-}
-
-fn slot_text(slot: Option<DateTime<Utc>>) -> String {
-    slot.map(ts).unwrap_or_default()
-}
-
-fn slot_value(text: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-    (!text.is_empty()).then(|| parse_ts(text)).transpose()
-}
-
-fn plan_kind(s: &str) -> Result<PlanKind, StoreError> {
-    from_json(&format!("\"{s}\""))
 }
 
 #[async_trait]
@@ -209,7 +191,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
 
-        let created = apply_job_changes(&mut tx, key, &outcome.job_changes, now).await?;
+        let created = apply_job_changes(&mut SqliteJobs(&mut tx), key, &outcome.job_changes, now).await?;
         tx.commit().await?;
         Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created })
     }
@@ -237,7 +219,7 @@ impl Store for SqliteStore {
         let key = EventKey { tenant: tenant.to_string(), uid: uid.to_string(), recurrence_id: None };
         let history = load_history(&mut tx, &key).await?;
         let changes = plan(&history);
-        let created = apply_job_changes(&mut tx, &key, &changes, now).await?;
+        let created = apply_job_changes(&mut SqliteJobs(&mut tx), &key, &changes, now).await?;
         tx.commit().await?;
         Ok(AppliedChanges { changes, created })
     }
@@ -438,217 +420,159 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, key: &EventKey) -> 
     })
 }
 
-/// Writes a UID's job changes. The UID's view of a job is its link: cancelling removes the
-/// link (and the job with its last link); a creation joins an active job for the same
-/// meeting link, start and kind when there is one; a move of a shared job leaves the job
-/// to its other links and plans this UID's part anew.
-async fn apply_job_changes(
-    tx: &mut Transaction<'static, Sqlite>,
-    key: &EventKey,
-    changes: &[JobChange],
-    now: DateTime<Utc>,
-) -> Result<Vec<CreatedJob>, StoreError> {
-    let mut created = Vec::new();
-    for change in changes {
-        match change {
-            JobChange::Create(spec) => created.push(link_or_create(tx, key, spec, now).await?),
-            JobChange::Reschedule { id, spec, .. } => {
-                if other_links(tx, *id, key).await? == 0 && target_job(tx, key, spec, Some(*id)).await?.is_none() {
-                    update_job(tx, *id, spec, now).await?;
-                    set_link_requesters(tx, *id, key, spec).await?;
-                } else {
-                    unlink(tx, *id, key, now).await?;
-                    link_or_create(tx, key, spec, now).await?;
-                }
-            }
-            JobChange::Cancel { id, .. } => unlink(tx, *id, key, now).await?,
-        }
-    }
-    Ok(created)
-}
+/// The job statements for SQLite, inside a write transaction.
+struct SqliteJobs<'t>(&'t mut Transaction<'static, Sqlite>);
 
-async fn link_or_create(
-    tx: &mut Transaction<'static, Sqlite>,
-    key: &EventKey,
-    spec: &JobSpec,
-    now: DateTime<Utc>,
-) -> Result<CreatedJob, StoreError> {
-    // A link left by a job that has since ended no longer holds this occurrence.
-    sqlx::query(
-        "DELETE FROM job_links WHERE tenant = ? AND event_uid = ? AND slot = ? AND kind = ?
-           AND job_id NOT IN (SELECT id FROM jobs WHERE state IN ('scheduled', 'claimed'))",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .bind(slot_text(spec.slot))
-    .bind(spec.kind.as_str())
-    .execute(&mut **tx)
-    .await?;
-    let job = match target_job(tx, key, spec, None).await? {
-        Some(id) => CreatedJob { id, joined: true },
-        None => CreatedJob { id: insert_job(tx, key, spec, now).await?, joined: false },
-    };
-    sqlx::query("INSERT INTO job_links (job_id, tenant, event_uid, slot, kind, requesters) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(job.id)
+#[async_trait]
+impl JobOps for SqliteJobs<'_> {
+    async fn clear_stale_link(&mut self, key: &EventKey, spec: &JobSpec) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM job_links WHERE tenant = ? AND event_uid = ? AND slot = ? AND kind = ?
+               AND job_id NOT IN (SELECT id FROM jobs WHERE state IN ('scheduled', 'claimed'))",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(slot_text(spec.slot))
+        .bind(spec.kind.as_str())
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn target_job(
+        &mut self,
+        key: &EventKey,
+        spec: &JobSpec,
+        except: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE tenant = ? AND meeting_url = ? AND occurrence_start = ? AND kind = ?
+               AND state IN ('scheduled', 'claimed') AND id <> ? ORDER BY id LIMIT 1",
+        )
+        .bind(&key.tenant)
+        .bind(&spec.meeting_url)
+        .bind(ts(spec.occurrence_start))
+        .bind(spec.kind.as_str())
+        .bind(except.unwrap_or(-1))
+        .fetch_optional(&mut **self.0)
+        .await?)
+    }
+
+    async fn insert_job(&mut self, key: &EventKey, spec: &JobSpec, now: DateTime<Utc>) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO jobs (tenant, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
+                               provider, meeting_url, flags, requesters, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(slot_text(spec.slot))
+        .bind(ts(spec.occurrence_start))
+        .bind(ts(spec.occurrence_end))
+        .bind(spec.kind.as_str())
+        .bind(ts(spec.run_at))
+        .bind(&spec.provider)
+        .bind(&spec.meeting_url)
+        .bind(json(&spec.flags))
+        .bind(json(&spec.requesters))
+        .bind(ts(now))
+        .bind(ts(now))
+        .fetch_one(&mut **self.0)
+        .await?)
+    }
+
+    async fn insert_link(&mut self, job_id: i64, key: &EventKey, spec: &JobSpec) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO job_links (job_id, tenant, event_uid, slot, kind, requesters) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(job_id)
         .bind(&key.tenant)
         .bind(&key.uid)
         .bind(slot_text(spec.slot))
         .bind(spec.kind.as_str())
         .bind(json(&spec.requesters))
-        .execute(&mut **tx)
+        .execute(&mut **self.0)
         .await?;
-    refresh_requesters(tx, job.id, now).await?;
-    Ok(job)
-}
+        Ok(())
+    }
 
-/// The active job, other than `except`, for the same meeting link, start and kind.
-async fn target_job(
-    tx: &mut Transaction<'static, Sqlite>,
-    key: &EventKey,
-    spec: &JobSpec,
-    except: Option<i64>,
-) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE tenant = ? AND meeting_url = ? AND occurrence_start = ? AND kind = ?
-           AND state IN ('scheduled', 'claimed') AND id <> ? ORDER BY id LIMIT 1",
-    )
-    .bind(&key.tenant)
-    .bind(&spec.meeting_url)
-    .bind(ts(spec.occurrence_start))
-    .bind(spec.kind.as_str())
-    .bind(except.unwrap_or(-1))
-    .fetch_optional(&mut **tx)
-    .await?)
-}
+    async fn other_links(&mut self, job_id: i64, key: &EventKey) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM job_links WHERE job_id = ? AND NOT (tenant = ? AND event_uid = ?)")
+            .bind(job_id)
+            .bind(&key.tenant)
+            .bind(&key.uid)
+            .fetch_one(&mut **self.0)
+            .await?)
+    }
 
-async fn insert_job(
-    tx: &mut Transaction<'static, Sqlite>,
-    key: &EventKey,
-    spec: &JobSpec,
-    now: DateTime<Utc>,
-) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO jobs (tenant, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
-                           provider, meeting_url, flags, requesters, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .bind(slot_text(spec.slot))
-    .bind(ts(spec.occurrence_start))
-    .bind(ts(spec.occurrence_end))
-    .bind(spec.kind.as_str())
-    .bind(ts(spec.run_at))
-    .bind(&spec.provider)
-    .bind(&spec.meeting_url)
-    .bind(json(&spec.flags))
-    .bind(json(&spec.requesters))
-    .bind(ts(now))
-    .bind(ts(now))
-    .fetch_one(&mut **tx)
-    .await?)
-}
-
-/// How many other UIDs' occurrences `job_id` records.
-async fn other_links(tx: &mut Transaction<'static, Sqlite>, job_id: i64, key: &EventKey) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM job_links WHERE job_id = ? AND NOT (tenant = ? AND event_uid = ?)")
+    async fn update_job(&mut self, job_id: i64, spec: &JobSpec, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET occurrence_start = ?, occurrence_end = ?, run_at = ?, provider = ?,
+                             meeting_url = ?, flags = ?, updated_at = ? WHERE id = ? AND state = 'scheduled'",
+        )
+        .bind(ts(spec.occurrence_start))
+        .bind(ts(spec.occurrence_end))
+        .bind(ts(spec.run_at))
+        .bind(&spec.provider)
+        .bind(&spec.meeting_url)
+        .bind(json(&spec.flags))
+        .bind(ts(now))
         .bind(job_id)
-        .bind(&key.tenant)
-        .bind(&key.uid)
-        .fetch_one(&mut **tx)
-        .await?)
-}
-
-async fn set_link_requesters(
-    tx: &mut Transaction<'static, Sqlite>,
-    job_id: i64,
-    key: &EventKey,
-    spec: &JobSpec,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE job_links SET slot = ?, requesters = ? WHERE job_id = ? AND tenant = ? AND event_uid = ?")
-        .bind(slot_text(spec.slot))
-        .bind(json(&spec.requesters))
-        .bind(job_id)
-        .bind(&key.tenant)
-        .bind(&key.uid)
-        .execute(&mut **tx)
+        .execute(&mut **self.0)
         .await?;
-    Ok(())
-}
+        Ok(())
+    }
 
-/// Drops this UID's link to a job; a job nobody links to any more is cancelled.
-async fn unlink(
-    tx: &mut Transaction<'static, Sqlite>,
-    job_id: i64,
-    key: &EventKey,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM job_links WHERE job_id = ? AND tenant = ? AND event_uid = ?")
-        .bind(job_id)
-        .bind(&key.tenant)
-        .bind(&key.uid)
-        .execute(&mut **tx)
-        .await?;
-    if other_links(tx, job_id, key).await? == 0 {
+    async fn update_link(&mut self, job_id: i64, key: &EventKey, spec: &JobSpec) -> Result<(), StoreError> {
+        sqlx::query("UPDATE job_links SET slot = ?, requesters = ? WHERE job_id = ? AND tenant = ? AND event_uid = ?")
+            .bind(slot_text(spec.slot))
+            .bind(json(&spec.requesters))
+            .bind(job_id)
+            .bind(&key.tenant)
+            .bind(&key.uid)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_link(&mut self, job_id: i64, key: &EventKey) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM job_links WHERE job_id = ? AND tenant = ? AND event_uid = ?")
+            .bind(job_id)
+            .bind(&key.tenant)
+            .bind(&key.uid)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn cancel_job(&mut self, job_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ?")
             .bind(ts(now))
             .bind(job_id)
-            .execute(&mut **tx)
+            .execute(&mut **self.0)
             .await?;
-    } else {
-        refresh_requesters(tx, job_id, now).await?;
+        Ok(())
     }
-    Ok(())
-}
 
-/// A job lists every requester of every UID it records, in the order they asked.
-async fn refresh_requesters(
-    tx: &mut Transaction<'static, Sqlite>,
-    job_id: i64,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let lists: Vec<String> = sqlx::query_scalar("SELECT requesters FROM job_links WHERE job_id = ? ORDER BY id")
-        .bind(job_id)
-        .fetch_all(&mut **tx)
-        .await?;
-    let mut all: Vec<String> = Vec::new();
-    for list in lists {
-        for r in from_json::<Vec<String>>(&list)? {
-            if !all.contains(&r) {
-                all.push(r);
-            }
-        }
+    async fn link_requesters(&mut self, job_id: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT requesters FROM job_links WHERE job_id = ? ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&mut **self.0)
+            .await?)
     }
-    sqlx::query("UPDATE jobs SET requesters = ?, updated_at = ? WHERE id = ?")
-        .bind(json(&all))
-        .bind(ts(now))
-        .bind(job_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
 
-/// Moves a job that no recorder holds (`diff_jobs` replaces claimed ones instead).
-async fn update_job(
-    tx: &mut Transaction<'static, Sqlite>,
-    id: i64,
-    spec: &JobSpec,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE jobs SET occurrence_start = ?, occurrence_end = ?, run_at = ?, provider = ?,
-                         meeting_url = ?, flags = ?, requesters = ?, updated_at = ? WHERE id = ? AND state = 'scheduled'",
-    )
-    .bind(ts(spec.occurrence_start))
-    .bind(ts(spec.occurrence_end))
-    .bind(ts(spec.run_at))
-    .bind(&spec.provider)
-    .bind(&spec.meeting_url)
-    .bind(json(&spec.flags))
-    .bind(json(&spec.requesters))
-    .bind(ts(now))
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    async fn set_job_requesters(
+        &mut self,
+        job_id: i64,
+        requesters: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET requesters = ?, updated_at = ? WHERE id = ?")
+            .bind(requesters)
+            .bind(ts(now))
+            .bind(job_id)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
 }
