@@ -50,52 +50,64 @@ async fn plan(store: &dyn Store) -> Vec<(String, String, String, String)> {
 
 #[tokio::test]
 async fn a_series_gets_one_job_per_occurrence() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    feed(store.as_ref(), daily(0, TEAMS)).await;
-    let jobs = plan(store.as_ref()).await;
-    let starts: Vec<_> = jobs.iter().map(|j| j.0.as_str()).collect();
-    assert_eq!(
-        starts,
-        [
-            "2027-01-11T15:00:00+00:00",
-            "2027-01-12T15:00:00+00:00",
-            "2027-01-13T15:00:00+00:00",
-            "2027-01-14T15:00:00+00:00"
-        ]
-    );
+    for backend in common::backends().await {
+        eprintln!("backend: {}", backend.name);
+        let store = backend.store.clone();
+        feed(store.as_ref(), daily(0, TEAMS)).await;
+        let jobs = plan(store.as_ref()).await;
+        let starts: Vec<_> = jobs.iter().map(|j| j.0.as_str()).collect();
+        assert_eq!(
+            starts,
+            [
+                "2027-01-11T15:00:00+00:00",
+                "2027-01-12T15:00:00+00:00",
+                "2027-01-13T15:00:00+00:00",
+                "2027-01-14T15:00:00+00:00"
+            ]
+        );
+        backend.finish().await;
+    }
 }
 
 #[tokio::test]
 async fn an_override_moves_its_occurrence_and_a_cancel_removes_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    feed(store.as_ref(), daily(0, TEAMS)).await;
-    let moved = mail("REQUEST", 1, Some("20270112T150000Z"), "20270112T170000Z", "20270112T180000Z", TEAMS);
-    feed(store.as_ref(), moved).await;
-    let cancel = mail("CANCEL", 1, Some("20270113T150000Z"), "20270113T150000Z", "20270113T160000Z", "");
-    feed(store.as_ref(), cancel).await;
-    let starts: Vec<_> = plan(store.as_ref()).await.into_iter().map(|j| j.0).collect();
-    assert_eq!(starts, ["2027-01-11T15:00:00+00:00", "2027-01-12T17:00:00+00:00", "2027-01-14T15:00:00+00:00"]);
-    // The moved occurrence kept its job, moved (not a second bot).
-    let all = store.jobs(true).await.unwrap();
-    assert_eq!(all.iter().filter(|j| j.state == "cancelled").count(), 1, "only the cancelled occurrence");
+    for backend in common::backends().await {
+        eprintln!("backend: {}", backend.name);
+        let store = backend.store.clone();
+        feed(store.as_ref(), daily(0, TEAMS)).await;
+        let moved = mail("REQUEST", 1, Some("20270112T150000Z"), "20270112T170000Z", "20270112T180000Z", TEAMS);
+        feed(store.as_ref(), moved).await;
+        let cancel = mail("CANCEL", 1, Some("20270113T150000Z"), "20270113T150000Z", "20270113T160000Z", "");
+        feed(store.as_ref(), cancel).await;
+        let starts: Vec<_> = plan(store.as_ref()).await.into_iter().map(|j| j.0).collect();
+        assert_eq!(starts, ["2027-01-11T15:00:00+00:00", "2027-01-12T17:00:00+00:00", "2027-01-14T15:00:00+00:00"]);
+        // The moved occurrence kept its job, moved (not a second bot).
+        let all = store.jobs(true).await.unwrap();
+        assert_eq!(all.iter().filter(|j| j.state == "cancelled").count(), 1, "only the cancelled occurrence");
 
-    // Cancelling the series cancels the override's job too.
-    let cancel_all = mail("CANCEL", 2, None, "20270111T150000Z", "20270111T160000Z", "RRULE:FREQ=DAILY;COUNT=4");
-    feed(store.as_ref(), cancel_all).await;
-    assert!(plan(store.as_ref()).await.is_empty());
+        // Cancelling the series cancels the override's job too.
+        let cancel_all = mail("CANCEL", 2, None, "20270111T150000Z", "20270111T160000Z", "RRULE:FREQ=DAILY;COUNT=4");
+        feed(store.as_ref(), cancel_all).await;
+        assert!(plan(store.as_ref()).await.is_empty());
+        backend.finish().await;
+    }
 }
 
 #[tokio::test]
 async fn an_exception_only_request_schedules_just_that_occurrence() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    feed(store.as_ref(), mail("REQUEST", 1, Some("20270112T150000Z"), "20270112T170000Z", "20270112T180000Z", ZOOM))
+    for backend in common::backends().await {
+        eprintln!("backend: {}", backend.name);
+        let store = backend.store.clone();
+        feed(
+            store.as_ref(),
+            mail("REQUEST", 1, Some("20270112T150000Z"), "20270112T170000Z", "20270112T180000Z", ZOOM),
+        )
         .await;
-    let jobs = plan(store.as_ref()).await;
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].0, "2027-01-12T17:00:00+00:00");
+        let jobs = plan(store.as_ref()).await;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].0, "2027-01-12T17:00:00+00:00");
+        backend.finish().await;
+    }
 }
 
 /// Every permutation of `items`, by Heap's algorithm.
@@ -153,28 +165,31 @@ async fn every_arrival_order_gives_the_same_jobs() {
 
 #[tokio::test]
 async fn occurrences_coming_inside_the_horizon_get_their_jobs_as_time_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let config = common::config();
-    // Weekly for ten weeks from 11 Jan; the horizon is 30 days from 4 Jan.
-    let weekly = mail(
-        "REQUEST",
-        0,
-        None,
-        "20270111T150000Z",
-        "20270111T160000Z",
-        &format!("RRULE:FREQ=WEEKLY;COUNT=10\r\n{TEAMS}"),
-    );
-    feed(store.as_ref(), weekly).await;
-    assert_eq!(plan(store.as_ref()).await.len(), 4, "11, 18, 25 Jan and 1 Feb");
-    // Nothing changes when nothing moved.
-    assert_eq!(invited::pipeline::replan(store.as_ref(), &config, common::now()).await.unwrap(), 0);
-    // Three weeks later, three more weeks are inside the horizon.
-    let later = common::at("2027-01-25T12:00:00Z");
-    assert_eq!(invited::pipeline::replan(store.as_ref(), &config, later).await.unwrap(), 3);
-    let starts: Vec<_> = plan(store.as_ref()).await.into_iter().map(|j| j.0).collect();
-    assert_eq!(starts.len(), 7);
-    assert_eq!(starts.last().map(String::as_str), Some("2027-02-22T15:00:00+00:00"));
+    for backend in common::backends().await {
+        eprintln!("backend: {}", backend.name);
+        let store = backend.store.clone();
+        let config = common::config();
+        // Weekly for ten weeks from 11 Jan; the horizon is 30 days from 4 Jan.
+        let weekly = mail(
+            "REQUEST",
+            0,
+            None,
+            "20270111T150000Z",
+            "20270111T160000Z",
+            &format!("RRULE:FREQ=WEEKLY;COUNT=10\r\n{TEAMS}"),
+        );
+        feed(store.as_ref(), weekly).await;
+        assert_eq!(plan(store.as_ref()).await.len(), 4, "11, 18, 25 Jan and 1 Feb");
+        // Nothing changes when nothing moved.
+        assert_eq!(invited::pipeline::replan(store.as_ref(), &config, common::now()).await.unwrap(), 0);
+        // Three weeks later, three more weeks are inside the horizon.
+        let later = common::at("2027-01-25T12:00:00Z");
+        assert_eq!(invited::pipeline::replan(store.as_ref(), &config, later).await.unwrap(), 3);
+        let starts: Vec<_> = plan(store.as_ref()).await.into_iter().map(|j| j.0).collect();
+        assert_eq!(starts.len(), 7);
+        assert_eq!(starts.last().map(String::as_str), Some("2027-02-22T15:00:00+00:00"));
+        backend.finish().await;
+    }
 }
 
 /// A single meeting under its own UID, forwarded by `from`.
@@ -191,70 +206,76 @@ fn single(uid: &str, from: &str, method: &str, start: &str, end: &str) -> Vec<u8
 
 #[tokio::test]
 async fn two_uids_for_one_meeting_share_one_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let config = common::config();
-    let (s, e) = ("20270111T150000Z", "20270111T160000Z");
-    let r = ingest(
-        store.as_ref(),
-        &config,
-        single("a-copy", "alice@acme.com", "REQUEST", s, e),
-        Source::File,
-        None,
-        vec![],
-        common::now(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.jobs_created, 1);
-    let r = ingest(
-        store.as_ref(),
-        &config,
-        single("d-copy", "dan@acme.com", "REQUEST", s, e),
-        Source::File,
-        None,
-        vec![],
-        common::now(),
-    )
-    .await
-    .unwrap();
-    assert_eq!((r.jobs_created, r.jobs_joined), (0, 1));
-    let jobs = store.jobs(false).await.unwrap();
-    assert_eq!(jobs.len(), 1, "one bot, not two");
-    assert_eq!(jobs[0].requesters, ["alice@acme.com", "dan@acme.com"]);
+    for backend in common::backends().await {
+        eprintln!("backend: {}", backend.name);
+        let store = backend.store.clone();
+        let config = common::config();
+        let (s, e) = ("20270111T150000Z", "20270111T160000Z");
+        let r = ingest(
+            store.as_ref(),
+            &config,
+            single("a-copy", "alice@acme.com", "REQUEST", s, e),
+            Source::File,
+            None,
+            vec![],
+            common::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.jobs_created, 1);
+        let r = ingest(
+            store.as_ref(),
+            &config,
+            single("d-copy", "dan@acme.com", "REQUEST", s, e),
+            Source::File,
+            None,
+            vec![],
+            common::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((r.jobs_created, r.jobs_joined), (0, 1));
+        let jobs = store.jobs(false).await.unwrap();
+        assert_eq!(jobs.len(), 1, "one bot, not two");
+        assert_eq!(jobs[0].requesters, ["alice@acme.com", "dan@acme.com"]);
 
-    // Alice's copy is cancelled: the job stays for Dan.
-    feed(store.as_ref(), single("a-copy", "alice@acme.com", "CANCEL", s, e)).await;
-    let jobs = store.jobs(false).await.unwrap();
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].requesters, ["dan@acme.com"]);
+        // Alice's copy is cancelled: the job stays for Dan.
+        feed(store.as_ref(), single("a-copy", "alice@acme.com", "CANCEL", s, e)).await;
+        let jobs = store.jobs(false).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].requesters, ["dan@acme.com"]);
 
-    // Dan's copy moves: his part goes with it, and the old job has nobody left.
-    let moved = single("d-copy", "dan@acme.com", "REQUEST", "20270112T150000Z", "20270112T160000Z");
-    let moved = String::from_utf8(moved).unwrap().replace("SEQUENCE:0", "SEQUENCE:2").into_bytes();
-    feed(store.as_ref(), moved).await;
-    let jobs = store.jobs(false).await.unwrap();
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].occurrence_start, common::at("2027-01-12T15:00:00Z"));
+        // Dan's copy moves: his part goes with it, and the old job has nobody left.
+        let moved = single("d-copy", "dan@acme.com", "REQUEST", "20270112T150000Z", "20270112T160000Z");
+        let moved = String::from_utf8(moved).unwrap().replace("SEQUENCE:0", "SEQUENCE:2").into_bytes();
+        feed(store.as_ref(), moved).await;
+        let jobs = store.jobs(false).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].occurrence_start, common::at("2027-01-12T15:00:00Z"));
+        backend.finish().await;
+    }
 }
 
 #[tokio::test]
 async fn a_shared_job_moved_by_one_uid_stays_for_the_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let (s, e) = ("20270111T150000Z", "20270111T160000Z");
-    feed(store.as_ref(), single("a-copy", "alice@acme.com", "REQUEST", s, e)).await;
-    feed(store.as_ref(), single("d-copy", "dan@acme.com", "REQUEST", s, e)).await;
-    let moved = single("a-copy", "alice@acme.com", "REQUEST", "20270112T150000Z", "20270112T160000Z");
-    let moved = String::from_utf8(moved).unwrap().replace("SEQUENCE:0", "SEQUENCE:2").into_bytes();
-    feed(store.as_ref(), moved).await;
-    let jobs = store.jobs(false).await.unwrap();
-    let got: Vec<_> = jobs.iter().map(|j| (j.occurrence_start.to_rfc3339(), j.requesters.clone())).collect();
-    assert_eq!(
-        got,
-        [
-            ("2027-01-11T15:00:00+00:00".to_string(), vec!["dan@acme.com".to_string()]),
-            ("2027-01-12T15:00:00+00:00".to_string(), vec!["alice@acme.com".to_string()]),
-        ]
-    );
+    for backend in common::backends().await {
+        eprintln!("backend: {}", backend.name);
+        let store = backend.store.clone();
+        let (s, e) = ("20270111T150000Z", "20270111T160000Z");
+        feed(store.as_ref(), single("a-copy", "alice@acme.com", "REQUEST", s, e)).await;
+        feed(store.as_ref(), single("d-copy", "dan@acme.com", "REQUEST", s, e)).await;
+        let moved = single("a-copy", "alice@acme.com", "REQUEST", "20270112T150000Z", "20270112T160000Z");
+        let moved = String::from_utf8(moved).unwrap().replace("SEQUENCE:0", "SEQUENCE:2").into_bytes();
+        feed(store.as_ref(), moved).await;
+        let jobs = store.jobs(false).await.unwrap();
+        let got: Vec<_> = jobs.iter().map(|j| (j.occurrence_start.to_rfc3339(), j.requesters.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                ("2027-01-11T15:00:00+00:00".to_string(), vec!["dan@acme.com".to_string()]),
+                ("2027-01-12T15:00:00+00:00".to_string(), vec!["alice@acme.com".to_string()]),
+            ]
+        );
+        backend.finish().await;
+    }
 }

@@ -42,3 +42,80 @@ pub fn skip_or_fail(reason: &str) {
     }
     eprintln!("skipped: {reason}");
 }
+
+/// The PostgreSQL that tests use: `INVITED_TEST_PG` (an admin URL), else the machine's
+/// server on 127.0.0.1:5432 (database `test`, trust auth).
+pub fn pg_admin_url() -> String {
+    std::env::var("INVITED_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh, empty PostgreSQL database for one test, dropped by [`PgDatabase::drop_now`].
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+/// Creates a database for one test; None (after printing why, or failing in CI) when
+/// no PostgreSQL answers.
+pub async fn pg_database() -> Option<PgDatabase> {
+    use sqlx::Connection;
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let admin = pg_admin_url();
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            skip_or_fail(&format!("no PostgreSQL at {admin}: {e}"));
+            return None;
+        }
+    };
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let name = format!("invited_t_{}_{n}", std::process::id());
+    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await.expect("drop old test database");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
+    Some(PgDatabase { url: format!("{base}/{name}"), name })
+}
+
+impl PgDatabase {
+    pub async fn drop_now(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+        }
+    }
+}
+
+/// One store of each backend for a test to run against: SQLite in a temporary folder, and
+/// PostgreSQL in a fresh database when a server answers (required in CI).
+pub struct Backend {
+    pub name: &'static str,
+    pub store: std::sync::Arc<dyn invited::store::Store>,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<PgDatabase>,
+}
+
+pub async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = invited::store::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("sqlite store");
+    let mut all = vec![Backend { name: "sqlite", store: sqlite, _dir: Some(dir), pg: None }];
+    if let Some(db) = pg_database().await {
+        let store = invited::store::open(&db.url).await.expect("postgres store");
+        all.push(Backend { name: "postgres", store, _dir: None, pg: Some(db) });
+    }
+    all
+}
+
+impl Backend {
+    /// Drops the backend's database (SQLite's folder goes with the value).
+    pub async fn finish(self) {
+        drop(self.store);
+        if let Some(db) = self.pg {
+            db.drop_now().await;
+        }
+    }
+}
