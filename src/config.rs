@@ -5,7 +5,7 @@
 //! because a daemon that silently ignores a misspelt `seat = true` records nothing.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
 use figment::providers::{Env, Format, Toml};
@@ -13,6 +13,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::ics::IcsLimits;
+use crate::intake::smtp::SmtpConfig;
 use crate::mime::MimeLimits;
 
 /// The default configuration file, relative to the working directory.
@@ -20,7 +21,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/invited.toml";
 
 /// Sections whose keys may be overridden from the environment. Tenants are not:
 /// they are lists of tables, which environment variables express badly.
-const ENV_SECTIONS: [&str; 4] = ["server", "store", "scheduling", "limits"];
+const ENV_SECTIONS: [&str; 5] = ["server", "store", "scheduling", "limits", "smtp"];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +34,10 @@ pub struct Config {
     pub scheduling: SchedulingConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub recorders: RecordersConfig,
     pub tenants: Vec<Tenant>,
 }
 
@@ -45,6 +50,10 @@ pub struct ServerConfig {
     pub http_listen: String,
     /// Our name in SMTP greetings and `Received:` headers.
     pub hostname: String,
+    /// PEM certificate chain for STARTTLS; with `tls_key`, STARTTLS is offered.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +62,8 @@ impl Default for ServerConfig {
             smtp_listen: "127.0.0.1:2525".into(),
             http_listen: "127.0.0.1:8080".into(),
             hostname: "assistant.example.com".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -131,6 +142,123 @@ impl LimitsConfig {
 
     pub fn ics(&self) -> IcsLimits {
         IcsLimits { max_events: self.max_events_per_calendar, ..IcsLimits::default() }
+    }
+}
+
+/// The recorder API (`/v1/jobs/…`): who may claim jobs, and how leases and retries go.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordersConfig {
+    /// Bearer tokens of the recorder fleet; none: every recorder request is refused.
+    pub tokens: Vec<RecorderToken>,
+    /// A claimed job goes back to the pool when its recorder has not sent a heartbeat for this long.
+    pub lease_seconds: u64,
+    /// A job is `failed` once it has been claimed this many times.
+    pub max_attempts: u32,
+    /// Wait before retrying a failed capture; doubled for each further attempt.
+    pub retry_base_seconds: u64,
+    /// The longest wait between retries.
+    pub retry_max_seconds: u64,
+    /// Most jobs handed out by one claim.
+    pub claim_limit: u32,
+}
+
+impl Default for RecordersConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            lease_seconds: 120,
+            max_attempts: 3,
+            retry_base_seconds: 30,
+            retry_max_seconds: 900,
+            claim_limit: 10,
+        }
+    }
+}
+
+/// One recorder's credential. The recorder is known by `name` in jobs and logs; it cannot
+/// choose another.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecorderToken {
+    pub name: String,
+    /// The token itself (development only: prefer `token_env`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The environment variable holding the token, read at load.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The value of `token_env`, read at load.
+    #[serde(skip)]
+    pub env_token: Option<String>,
+}
+
+impl std::fmt::Debug for RecorderToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecorderToken").field("name", &self.name).field("token_env", &self.token_env).finish()
+    }
+}
+
+impl RecorderToken {
+    /// A token given in the configuration itself.
+    pub fn new(name: &str, token: &str) -> Self {
+        Self { name: name.into(), token: Some(token.into()), ..Self::default() }
+    }
+
+    /// The bearer token this recorder presents.
+    pub fn secret(&self) -> Option<&str> {
+        self.token.as_deref().or(self.env_token.as_deref())
+    }
+}
+
+impl RecordersConfig {
+    /// Reads the `token_env` variables; a missing one is an error naming the key.
+    fn resolve_tokens(&mut self) -> Result<(), ConfigError> {
+        for (i, t) in self.tokens.iter_mut().enumerate() {
+            if let Some(var) = &t.token_env {
+                let value = std::env::var(var).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "`recorders.tokens[{i}].token_env`: environment variable {var:?} is not set"
+                    ))
+                })?;
+                t.env_token = Some(value);
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, what: String| Err(ConfigError::Invalid(format!("`{key}`: {what}")));
+        let ranges = [
+            ("recorders.lease_seconds", self.lease_seconds, 5, 86_400),
+            ("recorders.max_attempts", u64::from(self.max_attempts), 1, 100),
+            ("recorders.retry_base_seconds", self.retry_base_seconds, 1, 86_400),
+            ("recorders.retry_max_seconds", self.retry_max_seconds, self.retry_base_seconds, 7 * 86_400),
+            ("recorders.claim_limit", u64::from(self.claim_limit), 1, 1000),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return bad(key.into(), format!("{value} is outside {min}..={max}"));
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let key = |k: &str| format!("recorders.tokens[{i}].{k}");
+            if t.name.trim().is_empty() {
+                return bad(key("name"), "must not be empty".into());
+            }
+            if !names.insert(t.name.as_str()) {
+                return bad(key("name"), format!("recorder {:?} appears twice", t.name));
+            }
+            if t.token.is_some() == t.token_env.is_some() {
+                return bad(key("token"), "give exactly one of `token` and `token_env`".into());
+            }
+            let which = if t.token.is_some() { "token" } else { "token_env" };
+            if t.secret().map_or(0, |s| s.trim().len()) < 16 {
+                return bad(key(which), "the token must be at least 16 characters".into());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -275,19 +403,21 @@ impl Config {
             let key = key.as_str().to_ascii_lowercase();
             ENV_SECTIONS.iter().any(|s| key.starts_with(&format!("{s}.")))
         });
-        let config: Config = Figment::new()
+        let mut config: Config = Figment::new()
             .merge(Toml::file_exact(path))
             .merge(env)
             .extract()
             .map_err(|e| ConfigError::Invalid(figment_message(e)))?;
+        config.recorders.resolve_tokens()?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses TOML text without environment overrides (tests, `--config -`).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             Figment::new().merge(Toml::string(text)).extract().map_err(|e| ConfigError::Invalid(figment_message(e)))?;
+        config.recorders.resolve_tokens()?;
         config.validate()?;
         Ok(config)
     }
@@ -323,6 +453,11 @@ impl Config {
                 return bad(key.into(), "must be at least 1".into());
             }
         }
+        self.smtp.validate().map_err(ConfigError::Invalid)?;
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return bad("server.tls_cert".into(), "`tls_cert` and `tls_key` must be set together".into());
+        }
+        self.recorders.validate()?;
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod eligibility;
 pub mod http;
 pub mod ics;
+pub mod intake;
 pub mod mime;
 pub mod model;
 pub mod pipeline;

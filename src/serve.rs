@@ -23,14 +23,18 @@ pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<(
 
     let http = {
         let token = shutdown.clone();
-        let app = crate::http::router(store.clone());
+        let app = crate::http::router(store.clone(), &config.recorders);
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await })
     };
     let scheduler = tokio::spawn(scheduler_loop(config.clone(), store.clone(), shutdown.clone()));
+    let smtp = crate::intake::smtp::SmtpServer::bind(config.clone(), store.clone(), shutdown.clone()).await?;
+    let smtp = tokio::spawn(smtp.run());
 
     wait_for_signal().await;
     info!("shutdown_requested");
     shutdown.cancel();
+    // The SMTP server waits for a DATA in flight (smtp.shutdown_grace_seconds) on its own.
+    let _ = smtp.await;
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = scheduler.await;
         let _ = http.await;
@@ -52,6 +56,7 @@ async fn scheduler_loop(config: Arc<Config>, store: Arc<dyn Store>, shutdown: Ca
                 if let Err(e) = pipeline::replan(store.as_ref(), &config, Utc::now()).await {
                     warn!(error_code = e.code(), error = %e, "replan_failed");
                 }
+                expire_missed(store.as_ref()).await;
             }
         }
     }
@@ -72,6 +77,18 @@ async fn resume_unfinished(config: &Config, store: &dyn Store) {
         if pipeline::process_message(store, config, id, Utc::now()).await.is_err_and(|e| e.is_transient()) {
             return;
         }
+    }
+}
+
+/// Bot joins whose meeting ended before any recorder ran them will never run: `failed`.
+async fn expire_missed(store: &dyn Store) {
+    match store.expire_missed(Utc::now()).await {
+        Ok(ids) => {
+            for id in ids {
+                warn!(job_id = id, "job_missed");
+            }
+        }
+        Err(e) => warn!(error_code = e.code(), error = %e, "expire_missed_failed"),
     }
 }
 

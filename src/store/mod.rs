@@ -3,7 +3,11 @@
 //! is chosen by `store.url`, and SQL that differs between backends stays behind the trait.
 
 mod jobs;
+mod postgres;
+mod postgres_queue;
+mod queue;
 mod sqlite;
+mod sqlite_queue;
 
 use std::sync::Arc;
 
@@ -15,12 +19,17 @@ use crate::eligibility::{Decision, Requester};
 use crate::model::EventVersion;
 use crate::schedule::{ActiveJob, JobChange};
 
+pub use postgres::PgStore;
+pub use queue::{
+    is_finished, ClaimFilter, ClaimedJob, CompleteOutcome, DeclineOutcome, FailOutcome, FinalFailure, HeartbeatOutcome,
+    RecorderQueue, Refusal, RetryPolicy,
+};
 pub use sqlite::SqliteStore;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported store url {0:?}: expected sqlite://PATH")]
+    #[error("unsupported store url {0:?}: expected sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
     #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -54,12 +63,7 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         let transient = match &e {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-            // Primary result codes (extended codes carry them in the low byte): SQLITE_BUSY,
-            // SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: another writer, a
-            // full or failing disk. Trying later may work.
-            sqlx::Error::Database(d) => {
-                d.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
-            }
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| transient_code(&c)),
             _ => false,
         };
         if transient {
@@ -68,6 +72,19 @@ impl From<sqlx::Error> for StoreError {
             StoreError::Database(e)
         }
     }
+}
+
+/// Whether a database error code means "try again": SQLite primary result codes (extended
+/// codes carry them in the low byte) BUSY, LOCKED, IOERR, FULL, CANTOPEN; PostgreSQL
+/// SQLSTATEs for serialization failure, deadlock, lock not available, shutdown,
+/// connection trouble and insufficient resources.
+fn transient_code(code: &str) -> bool {
+    if let Ok(sqlite) = code.parse::<i64>() {
+        return matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14);
+    }
+    matches!(code, "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03")
+        || code.starts_with("08")
+        || code.starts_with("53")
 }
 
 /// Where a message came from.
@@ -246,7 +263,7 @@ pub struct DecisionRow {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: RecorderQueue + Send + Sync {
     /// Stores the raw message durably (committed, fsync'd) and returns its id; the same
     /// bytes stored again return the existing id.
     async fn spool_message(&self, message: &NewMessage) -> Result<Spooled, StoreError>;
@@ -306,6 +323,9 @@ pub trait Store: Send + Sync {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(SqliteStore::open(url).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PgStore::open(url).await?));
     }
     Err(StoreError::UnsupportedUrl(url.to_string()))
 }
