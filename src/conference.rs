@@ -61,8 +61,22 @@ pub struct Conference {
     pub other_join_links: Vec<String>,
 }
 
-/// Picks the event's conference: the first consent link under `consent_base`, else the
-/// first recognised join link. Links keep the order the ICS reader found them in.
+/// Picks the event's conference. Every link is kept; one is chosen as the meeting
+/// link by this priority:
+///
+/// 1. the first consent link under `consent_base` (its provider segment names the
+///    provider), whatever property it came from;
+/// 2. else the first recognised join link, in the order the ICS reader found the
+///    links: `CONFERENCE`, `X-GOOGLE-CONFERENCE`, `X-MICROSOFT-SKYPETEAMSMEETINGURL`,
+///    `X-MICROSOFT-ONLINEMEETINGEXTERNALLINK`, `X-MICROSOFT-ONLINEMEETINGURL`,
+///    `X-MICROSOFT-ONLINEMEETINGCONFLINK`, other meeting-link X- properties, other X-
+///    properties holding a URL, then `URL`, `LOCATION`, `DESCRIPTION` (each in file
+///    order, Safe Links and Google redirects already unwrapped by the reader);
+/// 3. else none.
+///
+/// Dial-in and "join by phone" links (`tel:`, `dialin.teams.microsoft.com`,
+/// `zoom.us/u/…`, Webex call-in pages) are never join links. The raw join links not
+/// chosen are kept in `other_join_links` (a consent link's bypass check needs them).
 pub fn detect(links: &[Link], consent_base: Option<&str>) -> Option<Conference> {
     let consent_base = consent_base.and_then(|b| Url::parse(b).ok());
     let mut consent: Option<(String, ConsentLink)> = None;
@@ -126,6 +140,24 @@ fn parse_consent_link(url: &Url, base: &Url) -> Option<ConsentLink> {
     Some(ConsentLink { company: company.to_ascii_lowercase(), provider: provider.to_ascii_lowercase(), link_type })
 }
 
+/// Teams meeting hosts: commercial, consumer, and the US government clouds (GCC High,
+/// DoD, and the GCC `gov.` host).
+const TEAMS_HOSTS: [&str; 5] =
+    ["teams.microsoft.com", "teams.live.com", "teams.microsoft.us", "gov.teams.microsoft.us", "dod.teams.microsoft.us"];
+
+/// Dial-in numbers and "join by phone" pages: `dialin.teams.microsoft.com/…`,
+/// `zoom.us/u/…` (Zoom's local-number list), `*/zoomconference`, Webex
+/// `globalcallin.php` / `/callin` pages.
+fn is_dial_in(host: &str, path: &str) -> bool {
+    let path = path.to_ascii_lowercase();
+    host.starts_with("dialin.")
+        || host.contains(".dialin.")
+        || path.starts_with("/u/")
+        || path.contains("globalcallin")
+        || path.contains("/callin")
+        || path.contains("/dialin")
+}
+
 /// The provider of a raw join link, if it is one the recorders can join.
 fn join_link_provider(url: &Url) -> Option<Provider> {
     if !matches!(url.scheme(), "https" | "http") {
@@ -133,6 +165,9 @@ fn join_link_provider(url: &Url) -> Option<Provider> {
     }
     let host = url.host_str()?.to_ascii_lowercase();
     let path = url.path();
+    if is_dial_in(&host, path) {
+        return None;
+    }
     let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
     if under("zoom.us") || under("zoom.com") || under("zoomgov.com") {
         let meeting = ["/j/", "/w/", "/my/", "/s/", "/wc/", "/webinar/"].iter().any(|p| path.starts_with(p));
@@ -142,7 +177,7 @@ fn join_link_provider(url: &Url) -> Option<Provider> {
         let code = path.trim_matches('/');
         return (!code.is_empty() && code.contains('-')).then_some(Provider::GoogleMeet);
     }
-    if host == "teams.microsoft.com" || host == "teams.live.com" || host == "teams.microsoft.us" {
+    if TEAMS_HOSTS.contains(&host.as_str()) {
         let meeting = path.starts_with("/l/meetup-join/") || path.starts_with("/meet/") || path.starts_with("/l/meet/");
         return meeting.then_some(Provider::Teams);
     }
@@ -187,6 +222,57 @@ mod tests {
             let got = detect(&links(&[url]), None).and_then(|c| c.provider);
             assert_eq!(got, want, "{url}");
         }
+    }
+
+    #[test]
+    fn teams_government_clouds() {
+        for url in [
+            "https://teams.microsoft.us/l/meetup-join/19%3ameeting_X%40thread.v2/0",
+            "https://gov.teams.microsoft.us/l/meetup-join/19%3ameeting_X%40thread.v2/0",
+            "https://dod.teams.microsoft.us/l/meetup-join/19%3ameeting_X%40thread.v2/0",
+        ] {
+            assert_eq!(detect(&links(&[url]), None).and_then(|c| c.provider), Some(Provider::Teams), "{url}");
+        }
+        // Other hosts under the gov domain are not meeting hosts.
+        assert_eq!(detect(&links(&["https://evil.teams.microsoft.us/l/meetup-join/1"]), None), None);
+    }
+
+    #[test]
+    fn dial_in_links_are_not_conference_links() {
+        for url in [
+            "https://dialin.teams.microsoft.com/8f1b2c3d-aaaa-bbbb-cccc-1234567890ab?id=123456789",
+            "https://dialin.teams.microsoft.us/8f1b2c3d?id=1",
+            "https://zoom.us/u/abcDEF123",
+            "https://us02web.zoom.us/u/kdXyZ",
+            "https://acme.webex.com/acme/globalcallin.php?MTID=m1",
+            "https://acme.webex.com/cmp3300/webcomponents/widget/globalcallin/globalcallin.do?siteurl=acme",
+            "tel:+15551234567,,85551234567#",
+            "tel:+1-555-123-4567",
+        ] {
+            assert_eq!(detect(&links(&[url]), None), None, "{url}");
+        }
+        // Beside a join link, the join link is chosen and the dial-in is not kept as one.
+        let c = detect(&links(&["tel:+15551234567", "https://zoom.us/u/abc", "https://zoom.us/j/1"]), None).unwrap();
+        assert_eq!(c.url, "https://zoom.us/j/1");
+        assert!(c.other_join_links.is_empty());
+    }
+
+    #[test]
+    fn consent_link_beats_an_earlier_join_link() {
+        let c = detect(
+            &links(&[
+                "https://teams.microsoft.com/l/meetup-join/1",
+                "https://zoom.us/j/2",
+                "https://consent.assistant.example.com/acme/teams/s/tok",
+            ]),
+            BASE,
+        )
+        .unwrap();
+        assert_eq!(c.url, "https://consent.assistant.example.com/acme/teams/s/tok");
+        assert_eq!(
+            c.other_join_links,
+            vec!["https://teams.microsoft.com/l/meetup-join/1".to_string(), "https://zoom.us/j/2".to_string()]
+        );
     }
 
     #[test]

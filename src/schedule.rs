@@ -96,7 +96,10 @@ fn expand(
     // Occurrences that are still running at `now` started up to `duration` earlier.
     let after = local(now - duration - Duration::seconds(1));
     let limit = u16::try_from(max).unwrap_or(u16::MAX);
-    let result = set.after(after).all(limit);
+    // The rrule crate has panicked on damaged rules (a fuzzer found one); a rule it cannot
+    // expand is a problem on the event, not a crash.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| set.after(after).all(limit)))
+        .map_err(|_| "the recurrence rule could not be expanded".to_string())?;
     Ok(result
         .dates
         .into_iter()

@@ -72,7 +72,7 @@ pub(super) fn read_event(event: &Component, calendar: &CalendarContext<'_>) -> O
         location: text(event, "LOCATION"),
         organizer: event.prop("ORGANIZER").and_then(people::organizer),
         attendees: attendees(event),
-        rrule: event.prop("RRULE").and_then(|p| non_empty(p.value.trim())),
+        rrule: rrule_value(event, &mut problems),
         rdates: on_series_days(instants("RDATE", &mut problems)),
         exdates: on_series_days(instants("EXDATE", &mut problems)),
         links: collect_links(event),
@@ -139,6 +139,18 @@ fn as_all_day(
         wall: None,
     });
     (start, end_day.and_then(|d: NaiveDate| zones.local_midnight(d)))
+}
+
+/// The RRULE as written, if it can be a rule: RFC 5545's grammar is ASCII only, and
+/// a non-ASCII one (a damaged byte) would crash the rrule crate (fuzz finding), so it
+/// is dropped with a problem.
+fn rrule_value(event: &Component, problems: &mut Vec<String>) -> Option<String> {
+    let rule = event.prop("RRULE").and_then(|p| non_empty(p.value.trim()))?;
+    if !rule.is_ascii() {
+        problems.push("RRULE with non-ASCII characters ignored".to_string());
+        return None;
+    }
+    Some(rule)
 }
 
 fn non_empty(text: &str) -> Option<String> {
