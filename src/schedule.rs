@@ -436,7 +436,7 @@ mod tests {
 
         let claimed = ActiveJob { claimed: true, ..active(1, None, "2027-01-04T08:00:00Z") };
         let same = diff_jobs(
-            &[claimed.clone()],
+            std::slice::from_ref(&claimed),
             &[JobSpec { flags: vec![Flag::AuthenticatedBot], ..spec(None, "2027-01-04T08:00:00Z") }],
         );
         assert!(same.is_empty(), "a claimed job is not touched for a flag: {same:?}");

@@ -12,7 +12,8 @@ fn codes(reasons: &[invited::eligibility::Reason]) -> Vec<&'static str> {
 fn each_rule_gives_its_reason() {
     let config = common::config();
     // (fixture, top-level reasons, event reasons, plan kind, flags)
-    let cases: &[(&str, &[&str], &[&str], Option<&str>, &[&str])] = &[
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], Option<&'a str>, &'a [&'a str]);
+    let cases: &[Case] = &[
         ("zoom-invite.eml", &[], &[], Some("cloud_fetch"), &[]),
         ("teams-invite.eml", &[], &[], Some("bot_join"), &["may_be_blocked_by_lobby"]),
         ("webex-invite.eml", &[], &["provider_disabled"], None, &[]),
