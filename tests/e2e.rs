@@ -296,6 +296,9 @@ impl Store for PanickingStore {
     async fn spool_message(&self, m: &store::NewMessage) -> Result<store::Spooled, store::StoreError> {
         self.0.spool_message(m).await
     }
+    async fn spool_messages(&self, m: &[store::NewMessage]) -> Result<Vec<store::Spooled>, store::StoreError> {
+        self.0.spool_messages(m).await
+    }
     async fn load_message(&self, id: i64) -> Result<Option<store::StoredMessage>, store::StoreError> {
         self.0.load_message(id).await
     }

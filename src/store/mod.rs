@@ -266,7 +266,15 @@ pub struct DecisionRow {
 pub trait Store: RecorderQueue + Send + Sync {
     /// Stores the raw message durably (committed, fsync'd) and returns its id; the same
     /// bytes stored again return the existing id.
-    async fn spool_message(&self, message: &NewMessage) -> Result<Spooled, StoreError>;
+    async fn spool_message(&self, message: &NewMessage) -> Result<Spooled, StoreError> {
+        let mut spooled = self.spool_messages(std::slice::from_ref(message)).await?;
+        spooled.pop().ok_or_else(|| StoreError::Corrupt("spooling one message returned no id".into()))
+    }
+
+    /// [`spool_message`](Store::spool_message) for several messages in one transaction (one
+    /// fsync): all are committed or none. One result per message, in order; a message whose
+    /// bytes are already stored, or appear earlier in `messages`, gets that id.
+    async fn spool_messages(&self, messages: &[NewMessage]) -> Result<Vec<Spooled>, StoreError>;
 
     async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError>;
 

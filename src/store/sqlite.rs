@@ -62,30 +62,42 @@ fn create_dir(dir: &Path) -> Result<(), StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn spool_message(&self, m: &NewMessage) -> Result<Spooled, StoreError> {
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO messages (sha256, received_at, source, envelope_from, envelope_rcpts, message_id, size, raw)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (sha256) DO NOTHING RETURNING id",
-        )
-        .bind(&m.sha256)
-        .bind(ts(m.received_at))
-        .bind(m.source.as_str())
-        .bind(&m.envelope_from)
-        .bind(json(&m.envelope_rcpts))
-        .bind(&m.message_id)
-        .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
-        .bind(&m.raw)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(id) = inserted {
-            return Ok(Spooled { id, inserted: true });
+    async fn spool_messages(&self, messages: &[NewMessage]) -> Result<Vec<Spooled>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
         }
-        let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE sha256 = ?")
+        let mut tx = self.write_tx().await?;
+        let mut spooled = Vec::with_capacity(messages.len());
+        for m in messages {
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO messages (sha256, received_at, source, envelope_from, envelope_rcpts, message_id, size, raw)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (sha256) DO NOTHING RETURNING id",
+            )
             .bind(&m.sha256)
-            .fetch_one(&self.pool)
+            .bind(ts(m.received_at))
+            .bind(m.source.as_str())
+            .bind(&m.envelope_from)
+            .bind(json(&m.envelope_rcpts))
+            .bind(&m.message_id)
+            .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
+            .bind(&m.raw)
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(Spooled { id, inserted: false })
+            // A conflict is with a committed message or with one earlier in this batch.
+            spooled.push(match inserted {
+                Some(id) => Spooled { id, inserted: true },
+                None => {
+                    let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE sha256 = ?")
+                        .bind(&m.sha256)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    Spooled { id, inserted: false }
+                }
+            });
+        }
+        tx.commit().await?;
+        Ok(spooled)
     }
 
     async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {

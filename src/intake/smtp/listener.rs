@@ -126,6 +126,8 @@ impl SmtpServer {
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             warn!("smtp_sessions_abandoned");
         }
+        // Sessions are done: commit and answer what is still queued, then stop the writer.
+        intake.spooler.stop().await;
         info!("smtp_stopped");
     }
 }

@@ -5,6 +5,7 @@
 //! - `session`: the state machine, one handler per verb; I/O only through a boxed stream,
 //!   so a session runs as well over `tokio::io::duplex` as over TCP or TLS.
 //! - `data`: the DATA receiver (pure): CRLF-only lines, dot-unstuffing, smuggling refused.
+//! - `spooler`: group commit, one writer task committing the sessions' messages in batches.
 //! - `received`: the `Received:` header of the stored copy.
 //! - `tls`: the rustls configuration for STARTTLS.
 //! - `config`: the `[smtp]` limits.
@@ -14,11 +15,13 @@ pub mod data;
 mod listener;
 pub mod received;
 mod session;
+pub mod spooler;
 mod tls;
 
 pub use config::SmtpConfig;
 pub use listener::SmtpServer;
 pub use session::{run_session, Intake, SmtpStream};
+pub use spooler::{SpoolError, Spooler};
 
 /// What can stop the SMTP intake or a session.
 #[derive(Debug, thiserror::Error)]

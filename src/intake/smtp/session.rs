@@ -20,6 +20,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::data::{DataProblem, DataReceiver};
 use super::received::{received_header, Trace};
+use super::spooler::Spooler;
 use super::SmtpError;
 use crate::config::Config;
 use crate::store::{NewMessage, Source, Store};
@@ -36,6 +37,8 @@ pub struct Intake {
     pub tls: Option<TlsAcceptor>,
     /// Cancelled when the daemon stops: idle sessions end with `421 4.3.0`.
     pub shutdown: CancellationToken,
+    /// The one writer committing the sessions' messages, in batches.
+    pub spooler: Spooler,
     /// Spooled message ids for the processing workers. When it is full, the scheduler
     /// tick resumes the message instead: the reply never waits for processing.
     processing: mpsc::Sender<i64>,
@@ -49,6 +52,7 @@ const PROCESSING_QUEUE: usize = 100_000;
 impl Intake {
     /// The shared state, and the receiving end of the processing queue (see
     /// [`process_spooled`]); a test that drops it leaves processing to the scheduler.
+    /// Starts the spool writer, so it must run inside a tokio runtime.
     pub fn new(
         config: Arc<Config>,
         store: Arc<dyn Store>,
@@ -56,7 +60,8 @@ impl Intake {
         shutdown: CancellationToken,
     ) -> (Arc<Intake>, mpsc::Receiver<i64>) {
         let (processing, queue) = mpsc::channel(PROCESSING_QUEUE);
-        let intake = Intake { config, store, tls, shutdown, processing, next_session: AtomicU64::new(1) };
+        let spooler = Spooler::start(store.clone());
+        let intake = Intake { config, store, tls, shutdown, spooler, processing, next_session: AtomicU64::new(1) };
         (Arc::new(intake), queue)
     }
 
@@ -524,15 +529,17 @@ impl Session {
             envelope_rcpts: self.rcpts.clone(),
             received_at: now,
         };
-        match self.intake.store.spool_message(&message).await {
+        let header_message_id = message.message_id.clone();
+        let (size, rcpts) = (message.raw.len(), message.envelope_rcpts.len());
+        match self.intake.spooler.spool(message).await {
             Ok(spooled) => {
                 info!(
                     message_id = spooled.id,
-                    header_message_id = message.message_id.as_deref().unwrap_or(""),
-                    size = message.raw.len(),
+                    header_message_id = header_message_id.as_deref().unwrap_or(""),
+                    size,
                     source = Source::Smtp.as_str(),
                     duplicate = !spooled.inserted,
-                    rcpts = message.envelope_rcpts.len(),
+                    rcpts,
                     "message_received"
                 );
                 self.reply(250, "2.0.0", &format!("Queued as {}", spooled.id));
