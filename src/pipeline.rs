@@ -405,10 +405,10 @@ pub async fn ingest(
         return Err(IngestError::TooLarge { size: raw.len(), limit: config.limits.max_message_bytes });
     }
     check_looks_like_mail(&raw)?;
-    let extracted = mime::extract(&raw, &config.limits.mime());
+    // Only the header block is read here; the full MIME walk runs once, in processing.
     let new = NewMessage {
         sha256: hex::encode(Sha256::digest(&raw)),
-        message_id: extracted.message_id.clone(),
+        message_id: mime::message_id(&raw),
         raw,
         source,
         envelope_from,

@@ -35,6 +35,12 @@ impl Default for MimeLimits {
     }
 }
 
+/// The `Message-ID` of a mail, read from its header block alone: cheap enough to log
+/// and store with a message before it is acknowledged.
+pub fn message_id(raw: &[u8]) -> Option<String> {
+    MessageParser::new().parse_headers(raw).and_then(|m| m.message_id().map(str::to_string))
+}
+
 /// Walks the mail and returns its sender, recipients and calendar objects.
 ///
 /// Input that is itself a calendar (a `.ics` file) comes back as one

@@ -521,7 +521,7 @@ impl Session {
         raw.extend_from_slice(&body);
         drop(body);
         let message = NewMessage {
-            message_id: header_message_id(&raw),
+            message_id: crate::mime::message_id(&raw),
             sha256,
             raw,
             source: Source::Smtp,
@@ -692,9 +692,4 @@ impl From<Flow> for Step {
             Flow::Close => Step::Close,
         }
     }
-}
-
-/// The `Message-ID` header, read cheaply (headers only).
-fn header_message_id(raw: &[u8]) -> Option<String> {
-    mail_parser::MessageParser::new().parse_headers(raw).and_then(|m| m.message_id().map(str::to_string))
 }
