@@ -262,6 +262,34 @@ pub struct DecisionRow {
     pub decision: serde_json::Value,
 }
 
+/// A decision as both backends store it: its columns, with reasons and plan as JSON text.
+pub(crate) struct DecisionColumns {
+    pub message_id: i64,
+    pub decided_at: DateTime<Utc>,
+    pub requester: Option<String>,
+    pub authenticated: bool,
+    pub eligible: bool,
+    pub reasons: String,
+    pub plan: Option<String>,
+    pub current_version_id: Option<i64>,
+}
+
+impl DecisionRow {
+    pub(crate) fn from_columns(c: DecisionColumns) -> Result<DecisionRow, StoreError> {
+        Ok(DecisionRow {
+            message_id: c.message_id,
+            decided_at: c.decided_at,
+            requester: c.requester.map(|email| Requester { email, authenticated: c.authenticated }),
+            decision: serde_json::json!({
+                "eligible": c.eligible,
+                "reasons": from_json::<serde_json::Value>(&c.reasons)?,
+                "plan": c.plan.as_deref().map(from_json::<serde_json::Value>).transpose()?,
+                "current_version_id": c.current_version_id,
+            }),
+        })
+    }
+}
+
 #[async_trait]
 pub trait Store: RecorderQueue + Send + Sync {
     /// Stores the raw message durably (committed, fsync'd) and returns its id; the same

@@ -12,8 +12,9 @@ use sqlx::{Postgres, Transaction};
 
 use super::jobs::{apply_job_changes, JobOps};
 use super::{
-    from_json, json, plan_kind, slot_text, slot_value, AppliedChanges, Decide, DecisionRow, EventHistory, EventKey,
-    HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Spooled, Store, StoreError, StoredMessage, StoredVersion,
+    from_json, json, plan_kind, slot_text, slot_value, AppliedChanges, Decide, DecisionColumns, DecisionRow,
+    EventHistory, EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Spooled, Store, StoreError,
+    StoredMessage, StoredVersion,
 };
 use crate::eligibility::{Flag, Requester};
 use crate::model::EventVersion;
@@ -286,16 +287,15 @@ impl Store for PgStore {
             let decisions = rows
                 .into_iter()
                 .map(|(message_id, decided_at, requester, authenticated, eligible, reasons, plan, current)| {
-                    Ok(DecisionRow {
+                    DecisionRow::from_columns(DecisionColumns {
                         message_id,
                         decided_at,
-                        requester: requester.map(|email| Requester { email, authenticated }),
-                        decision: serde_json::json!({
-                            "eligible": eligible,
-                            "reasons": from_json::<serde_json::Value>(&reasons)?,
-                            "plan": plan.as_deref().map(from_json::<serde_json::Value>).transpose()?,
-                            "current_version_id": current,
-                        }),
+                        requester,
+                        authenticated,
+                        eligible,
+                        reasons,
+                        plan,
+                        current_version_id: current,
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;

@@ -12,9 +12,9 @@ use sqlx::{Sqlite, Transaction};
 
 use super::jobs::{apply_job_changes, JobOps};
 use super::{
-    from_json, json, parse_ts, plan_kind, slot_text, slot_value, ts, AppliedChanges, Decide, DecisionRow, EventHistory,
-    EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Spooled, Store, StoreError, StoredMessage,
-    StoredVersion,
+    from_json, json, parse_ts, plan_kind, slot_text, slot_value, ts, AppliedChanges, Decide, DecisionColumns,
+    DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Spooled, Store,
+    StoreError, StoredMessage, StoredVersion,
 };
 use crate::eligibility::{Flag, Requester};
 use crate::model::EventVersion;
@@ -291,16 +291,15 @@ impl Store for SqliteStore {
             let decisions = rows
                 .into_iter()
                 .map(|(message_id, decided_at, requester, authenticated, eligible, reasons, plan, current)| {
-                    Ok(DecisionRow {
+                    DecisionRow::from_columns(DecisionColumns {
                         message_id,
                         decided_at: parse_ts(&decided_at)?,
-                        requester: requester.map(|email| Requester { email, authenticated }),
-                        decision: serde_json::json!({
-                            "eligible": eligible,
-                            "reasons": from_json::<serde_json::Value>(&reasons)?,
-                            "plan": plan.as_deref().map(from_json::<serde_json::Value>).transpose()?,
-                            "current_version_id": current,
-                        }),
+                        requester,
+                        authenticated,
+                        eligible,
+                        reasons,
+                        plan,
+                        current_version_id: current,
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
