@@ -16,6 +16,9 @@ use crate::ics::IcsLimits;
 use crate::intake::smtp::SmtpConfig;
 use crate::mime::MimeLimits;
 
+mod live;
+pub use live::LiveConfig;
+
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/invited.toml";
 

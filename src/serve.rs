@@ -10,11 +10,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::pipeline;
 use crate::store::Store;
 
 pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let live = LiveConfig::from(config.clone());
     let shutdown = CancellationToken::new();
     let listener = TcpListener::bind(&config.server.http_listen)
         .await
@@ -26,8 +27,8 @@ pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<(
         let app = crate::http::router(store.clone(), &config.recorders);
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await })
     };
-    let scheduler = tokio::spawn(scheduler_loop(config.clone(), store.clone(), shutdown.clone()));
-    let smtp = crate::intake::smtp::SmtpServer::bind(config.clone(), store.clone(), shutdown.clone()).await?;
+    let scheduler = tokio::spawn(scheduler_loop(live.clone(), store.clone(), shutdown.clone()));
+    let smtp = crate::intake::smtp::SmtpServer::bind(live.clone(), store.clone(), shutdown.clone()).await?;
     let smtp = tokio::spawn(smtp.run());
 
     wait_for_signal().await;
@@ -46,18 +47,18 @@ pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<(
 
 /// Each tick: process messages that were spooled but not finished (a crash, a busy store),
 /// then plan again what time alone changes (occurrences coming inside the horizon).
-async fn scheduler_loop(config: Arc<Config>, store: Arc<dyn Store>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(config.scheduling.tick_seconds.max(1)));
+/// Each tick uses the configuration current at its start, `tick_seconds` included.
+async fn scheduler_loop(config: LiveConfig, store: Arc<dyn Store>, shutdown: CancellationToken) {
     loop {
+        let config = config.current();
+        resume_unfinished(&config, store.as_ref()).await;
+        if let Err(e) = pipeline::replan(store.as_ref(), &config, Utc::now()).await {
+            warn!(error_code = e.code(), error = %e, "replan_failed");
+        }
+        expire_missed(store.as_ref()).await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                resume_unfinished(&config, store.as_ref()).await;
-                if let Err(e) = pipeline::replan(store.as_ref(), &config, Utc::now()).await {
-                    warn!(error_code = e.code(), error = %e, "replan_failed");
-                }
-                expire_missed(store.as_ref()).await;
-            }
+            _ = tokio::time::sleep(Duration::from_secs(config.scheduling.tick_seconds.max(1))) => {}
         }
     }
 }

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::session::{process_spooled, run_session, Intake};
 use super::{tls, SmtpError};
-use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::store::Store;
 
 /// Pipeline workers for messages accepted over SMTP (SQLite has one writer anyway).
@@ -37,11 +37,14 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     /// Binds `server.smtp_listen` and loads the TLS certificate, if configured.
+    /// Listen address, TLS files and `smtp.max_sessions` are read here, once.
     pub async fn bind(
-        config: Arc<Config>,
+        config: impl Into<LiveConfig>,
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> Result<SmtpServer, SmtpError> {
+        let live = config.into();
+        let config = live.current();
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,
@@ -49,7 +52,7 @@ impl SmtpServer {
         let addr = config.server.smtp_listen.clone();
         let listener = TcpListener::bind(&addr).await.map_err(|source| SmtpError::Bind { addr, source })?;
         let sessions = Arc::new(Semaphore::new(config.smtp.max_sessions));
-        let (intake, queue) = Intake::new(config, store, tls, shutdown);
+        let (intake, queue) = Intake::new(live, store, tls, shutdown);
         Ok(SmtpServer {
             listener,
             intake,
@@ -74,7 +77,6 @@ impl SmtpServer {
         for _ in 0..PROCESSING_WORKERS {
             tracker.spawn(process_spooled(intake.clone(), queue.clone()));
         }
-        let max_per_ip = intake.config.smtp.max_sessions_per_ip;
         loop {
             let (socket, peer) = tokio::select! {
                 _ = intake.shutdown.cancelled() => break,
@@ -98,6 +100,7 @@ impl SmtpServer {
                 ));
                 continue;
             };
+            let max_per_ip = intake.config.current().smtp.max_sessions_per_ip;
             let Some(slot) = IpSlot::take(&per_ip, peer.ip(), max_per_ip) else {
                 tracker.spawn(refuse_at_connect(
                     socket,
@@ -122,7 +125,7 @@ impl SmtpServer {
         }
         drop(listener);
         tracker.close();
-        let grace = Duration::from_secs(intake.config.smtp.shutdown_grace_seconds) + Duration::from_secs(5);
+        let grace = Duration::from_secs(intake.config.current().smtp.shutdown_grace_seconds) + Duration::from_secs(5);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             warn!("smtp_sessions_abandoned");
         }

@@ -22,7 +22,7 @@ use super::data::{DataProblem, DataReceiver};
 use super::received::{received_header, Trace};
 use super::spooler::Spooler;
 use super::SmtpError;
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::store::{NewMessage, Source, Store};
 
 /// Anything a session can speak over.
@@ -31,7 +31,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> SmtpStream for T {}
 
 /// What every session shares.
 pub struct Intake {
-    pub config: Arc<Config>,
+    /// The configuration in force; each session takes a snapshot when it starts, each
+    /// processed message uses the one current when it is processed.
+    pub config: LiveConfig,
     pub store: Arc<dyn Store>,
     /// Present when `server.tls_cert`/`tls_key` are set: STARTTLS is offered.
     pub tls: Option<TlsAcceptor>,
@@ -54,14 +56,22 @@ impl Intake {
     /// [`process_spooled`]); a test that drops it leaves processing to the scheduler.
     /// Starts the spool writer, so it must run inside a tokio runtime.
     pub fn new(
-        config: Arc<Config>,
+        config: impl Into<LiveConfig>,
         store: Arc<dyn Store>,
         tls: Option<TlsAcceptor>,
         shutdown: CancellationToken,
     ) -> (Arc<Intake>, mpsc::Receiver<i64>) {
         let (processing, queue) = mpsc::channel(PROCESSING_QUEUE);
         let spooler = Spooler::start(store.clone());
-        let intake = Intake { config, store, tls, shutdown, spooler, processing, next_session: AtomicU64::new(1) };
+        let intake = Intake {
+            config: config.into(),
+            store,
+            tls,
+            shutdown,
+            spooler,
+            processing,
+            next_session: AtomicU64::new(1),
+        };
         (Arc::new(intake), queue)
     }
 
@@ -69,10 +79,6 @@ impl Intake {
         if self.processing.try_send(message_id).is_err() {
             debug!(message_id, "processing_deferred");
         }
-    }
-
-    fn max_message_bytes(&self) -> usize {
-        self.config.smtp.max_message_bytes.min(self.config.limits.max_message_bytes)
     }
 }
 
@@ -88,7 +94,8 @@ pub async fn process_spooled(intake: Arc<Intake>, queue: Arc<tokio::sync::Mutex<
             }
         };
         let Some(id) = next else { return };
-        let _ = crate::pipeline::process_message(intake.store.as_ref(), &intake.config, id, Utc::now()).await;
+        let config = intake.config.current();
+        let _ = crate::pipeline::process_message(intake.store.as_ref(), &config, id, Utc::now()).await;
     }
 }
 
@@ -156,6 +163,9 @@ struct Helo {
 
 struct Session {
     intake: Arc<Intake>,
+    /// The configuration when the session started: a session open across a reload ends
+    /// under the settings it began with.
+    config: Arc<Config>,
     stream: Box<dyn SmtpStream>,
     peer: SocketAddr,
     id: u64,
@@ -188,9 +198,11 @@ struct Session {
 
 impl Session {
     fn new(intake: Arc<Intake>, stream: Box<dyn SmtpStream>, peer: SocketAddr, id: u64) -> Session {
-        let deadline = Instant::now() + Duration::from_secs(intake.config.smtp.max_session_seconds);
+        let config = intake.config.current();
+        let deadline = Instant::now() + Duration::from_secs(config.smtp.max_session_seconds);
         Session {
             intake,
+            config,
             stream,
             peer,
             id,
@@ -211,8 +223,12 @@ impl Session {
         }
     }
 
+    fn max_message_bytes(&self) -> usize {
+        self.config.smtp.max_message_bytes.min(self.config.limits.max_message_bytes)
+    }
+
     async fn run(&mut self) -> Result<(), SmtpError> {
-        let greeting = format!("{} ESMTP invited", self.intake.config.server.hostname);
+        let greeting = format!("{} ESMTP invited", self.config.server.hostname);
         self.reply(220, "", &greeting);
         let result = self.serve().await;
         // Best effort: the last replies (421, 221) and a clean close.
@@ -267,7 +283,7 @@ impl Session {
             self.close_with(421, "4.3.0", "Service shutting down, try again later", "shutdown");
             return Ok(Step::Close);
         }
-        let max = self.intake.config.smtp.max_command_line_bytes;
+        let max = self.config.smtp.max_command_line_bytes;
         let lf = self.input.iter().position(|&b| b == b'\n');
         if self.skipping_line {
             match lf {
@@ -311,7 +327,7 @@ impl Session {
     /// Counts a command; past the limit, the session ends.
     fn count_command(&mut self) -> Option<Flow> {
         self.commands += 1;
-        (self.commands > self.intake.config.smtp.max_commands_per_session)
+        (self.commands > self.config.smtp.max_commands_per_session)
             .then(|| self.close_with(421, "4.7.0", "Too many commands, closing", "too_many_commands"))
     }
 
@@ -341,9 +357,9 @@ impl Session {
         self.reset_transaction();
         self.helo = Some(Helo { name: host.to_string(), extended: true });
         let mut lines = vec![
-            format!("{} Hello {}", self.intake.config.server.hostname, host),
+            format!("{} Hello {}", self.config.server.hostname, host),
             "PIPELINING".to_string(),
-            format!("SIZE {}", self.intake.max_message_bytes()),
+            format!("SIZE {}", self.max_message_bytes()),
             "8BITMIME".to_string(),
             "SMTPUTF8".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
@@ -362,7 +378,7 @@ impl Session {
     fn handle_helo(&mut self, host: &str) -> Flow {
         self.reset_transaction();
         self.helo = Some(Helo { name: host.to_string(), extended: false });
-        let text = self.intake.config.server.hostname.clone();
+        let text = self.config.server.hostname.clone();
         self.reply(250, "", &text);
         Flow::Continue
     }
@@ -374,7 +390,7 @@ impl Session {
         if self.mail_from.is_some() {
             return self.refuse_bad(503, "5.5.1", "Nested MAIL command", "nested_mail");
         }
-        if from.size > self.intake.max_message_bytes() {
+        if from.size > self.max_message_bytes() {
             return self.refuse(552, "5.3.4", "Message too big for this server", "message_too_large");
         }
         self.mail_from = Some(from.address.into_owned());
@@ -386,10 +402,10 @@ impl Session {
         if self.mail_from.is_none() {
             return self.refuse_bad(503, "5.5.1", "Send MAIL first", "no_mail");
         }
-        if self.rcpts.len() >= self.intake.config.smtp.max_recipients {
+        if self.rcpts.len() >= self.config.smtp.max_recipients {
             return self.refuse(452, "4.5.3", "Too many recipients", "too_many_recipients");
         }
-        if self.intake.config.tenant_for_address(&to.address).is_none() {
+        if self.config.tenant_for_address(&to.address).is_none() {
             return self.refuse_bad(550, "5.1.1", "No such assistant address here", "unknown_recipient");
         }
         if !self.rcpts.iter().any(|r| r.eq_ignore_ascii_case(&to.address)) {
@@ -406,8 +422,8 @@ impl Session {
         if self.rcpts.is_empty() {
             return self.refuse_bad(554, "5.5.1", "No valid recipients", "no_recipients");
         }
-        let max_line = self.intake.config.smtp.max_data_line_bytes;
-        self.data = Some(DataReceiver::new(self.intake.max_message_bytes(), max_line));
+        let max_line = self.config.smtp.max_data_line_bytes;
+        self.data = Some(DataReceiver::new(self.max_message_bytes(), max_line));
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
         Flow::Continue
     }
@@ -478,8 +494,7 @@ impl Session {
             Ok(body) => self.spool(body).await,
             Err(DataProblem::TooLarge) => self.refuse(552, "5.3.4", "Message too big", DataProblem::TooLarge.reason()),
             Err(DataProblem::LineTooLong) => {
-                let text =
-                    format!("Message has a line longer than {} bytes", self.intake.config.smtp.max_data_line_bytes);
+                let text = format!("Message has a line longer than {} bytes", self.config.smtp.max_data_line_bytes);
                 self.refuse(552, "5.3.4", &text, DataProblem::LineTooLong.reason())
             }
             Err(DataProblem::BareLineEnding) => self.refuse(
@@ -507,7 +522,7 @@ impl Session {
         let header = received_header(&Trace {
             helo,
             peer: self.peer.ip(),
-            by: &self.intake.config.server.hostname,
+            by: &self.config.server.hostname,
             protocol,
             id: &trace_id,
             rcpts: &self.rcpts,
@@ -571,7 +586,7 @@ impl Session {
         let Some(acceptor) = self.intake.tls.clone() else { return Flow::Close };
         let placeholder: Box<dyn SmtpStream> = Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink()));
         let plain = std::mem::replace(&mut self.stream, placeholder);
-        let idle = Duration::from_secs(self.intake.config.smtp.idle_timeout_seconds);
+        let idle = Duration::from_secs(self.config.smtp.idle_timeout_seconds);
         match timeout(idle, acceptor.accept(plain)).await {
             Ok(Ok(tls)) => {
                 self.stream = Box::new(tls);
@@ -596,8 +611,8 @@ impl Session {
     }
 
     async fn wait_for_input(&mut self) -> Woke {
-        let idle = Duration::from_secs(self.intake.config.smtp.idle_timeout_seconds);
-        let grace = Duration::from_secs(self.intake.config.smtp.shutdown_grace_seconds);
+        let idle = Duration::from_secs(self.config.smtp.idle_timeout_seconds);
+        let grace = Duration::from_secs(self.config.smtp.shutdown_grace_seconds);
         let in_data = self.data.is_some();
         if in_data && self.grace_end.is_none() && self.intake.shutdown.is_cancelled() {
             self.grace_end = Some(Instant::now() + grace);
@@ -635,7 +650,7 @@ impl Session {
         if self.output.is_empty() {
             return Ok(());
         }
-        let idle = Duration::from_secs(self.intake.config.smtp.idle_timeout_seconds);
+        let idle = Duration::from_secs(self.config.smtp.idle_timeout_seconds);
         let (stream, output) = (&mut self.stream, &self.output);
         let write = async move {
             stream.write_all(output).await?;
@@ -670,7 +685,7 @@ impl Session {
     fn refuse_bad(&mut self, code: u16, esc: &str, text: &str, reason: &'static str) -> Flow {
         self.refuse(code, esc, text, reason);
         self.bad_commands += 1;
-        if self.bad_commands >= self.intake.config.smtp.max_bad_commands {
+        if self.bad_commands >= self.config.smtp.max_bad_commands {
             return self.close_with(421, "4.7.0", "Too many errors, closing", "too_many_errors");
         }
         Flow::Continue
