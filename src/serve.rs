@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, LiveConfig};
 use crate::pipeline;
@@ -45,17 +45,12 @@ pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<(
     Ok(())
 }
 
-/// Each tick: process messages that were spooled but not finished (a crash, a busy store),
-/// then plan again what time alone changes (occurrences coming inside the horizon).
-/// Each tick uses the configuration current at its start, `tick_seconds` included.
+/// Each tick, the periodic work. Each tick uses the configuration current at its start,
+/// `tick_seconds` included.
 async fn scheduler_loop(config: LiveConfig, store: Arc<dyn Store>, shutdown: CancellationToken) {
     loop {
         let config = config.current();
-        resume_unfinished(&config, store.as_ref()).await;
-        if let Err(e) = pipeline::replan(store.as_ref(), &config, Utc::now()).await {
-            warn!(error_code = e.code(), error = %e, "replan_failed");
-        }
-        expire_missed(store.as_ref()).await;
+        periodic_work(&config, store.as_ref(), Utc::now()).await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(config.scheduling.tick_seconds.max(1))) => {}
@@ -63,7 +58,32 @@ async fn scheduler_loop(config: LiveConfig, store: Arc<dyn Store>, shutdown: Can
     }
 }
 
-async fn resume_unfinished(config: &Config, store: &dyn Store) {
+/// Process messages that were spooled but not finished (a crash, a busy store), then plan
+/// again what time alone changes (occurrences coming inside the horizon), then mark missed
+/// bot joins. Daemons sharing a store do this one at a time: the others skip the tick. The
+/// unfinished messages are every daemon's (a message does not remember who received it, and
+/// those of a daemon that died must still be done), so resuming is shared work too.
+pub async fn periodic_work(config: &Config, store: &dyn Store, now: DateTime<Utc>) {
+    let lease = match store.lead_periodic_work().await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            debug!("periodic_work_skipped");
+            return;
+        }
+        Err(e) => {
+            warn!(error_code = e.code(), error = %e, "periodic_work_failed");
+            return;
+        }
+    };
+    resume_unfinished(config, store, now).await;
+    if let Err(e) = pipeline::replan(store, config, now).await {
+        warn!(error_code = e.code(), error = %e, "replan_failed");
+    }
+    expire_missed(store, now).await;
+    lease.release().await;
+}
+
+async fn resume_unfinished(config: &Config, store: &dyn Store, now: DateTime<Utc>) {
     let ids = match store.unfinished_messages(false).await {
         Ok(ids) => ids,
         Err(e) => {
@@ -75,15 +95,15 @@ async fn resume_unfinished(config: &Config, store: &dyn Store) {
         info!(message_id = id, "message_resumed");
         // process_message logs and records its own failures; a struggling store is retried
         // with the rest of the messages on the next tick.
-        if pipeline::process_message(store, config, id, Utc::now()).await.is_err_and(|e| e.is_transient()) {
+        if pipeline::process_message(store, config, id, now).await.is_err_and(|e| e.is_transient()) {
             return;
         }
     }
 }
 
 /// Bot joins whose meeting ended before any recorder ran them will never run: `failed`.
-async fn expire_missed(store: &dyn Store) {
-    match store.expire_missed(Utc::now()).await {
+async fn expire_missed(store: &dyn Store, now: DateTime<Utc>) {
+    match store.expire_missed(now).await {
         Ok(ids) => {
             for id in ids {
                 warn!(job_id = id, "job_missed");

@@ -120,3 +120,37 @@ async fn recorders_on_three_daemons_claim_every_job_exactly_once() {
     assert_eq!(again.len(), 30);
     db.drop_now().await;
 }
+
+#[tokio::test]
+async fn periodic_work_runs_on_one_daemon_at_a_time() {
+    let Some(db) = common::pg_database().await else { return };
+    let n = nodes(&db.url, 2).await;
+    let config = common::config();
+    let raw = common::fixture("teams-invite.eml");
+    ingest(n[0].as_ref(), &config, raw, Source::Smtp, None, vec![], common::now()).await.unwrap();
+    let state = || async { n[0].jobs(true).await.unwrap().into_iter().map(|j| j.state).collect::<Vec<_>>() };
+    // The bot join ends 11 Jan 16:00 UTC; by the 12th it is missed.
+    let after = common::at("2027-01-12T00:00:00Z");
+
+    let lease = n[0].lead_periodic_work().await.unwrap().expect("the first daemon leads");
+    assert!(n[1].lead_periodic_work().await.unwrap().is_none(), "one leader at a time");
+    invited::serve::periodic_work(&config, n[1].as_ref(), after).await;
+    assert_eq!(state().await, ["scheduled"], "a daemon that does not lead skips the tick");
+
+    lease.release().await;
+    invited::serve::periodic_work(&config, n[1].as_ref(), after).await;
+    assert_eq!(state().await, ["failed"], "once released, the next daemon does the work");
+
+    // A lease dropped without release (a daemon dying mid-work) frees the work as well.
+    drop(n[1].lead_periodic_work().await.unwrap().expect("free again"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(lease) = n[0].lead_periodic_work().await.unwrap() {
+            lease.release().await;
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a dropped lease is never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    db.drop_now().await;
+}

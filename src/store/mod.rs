@@ -4,6 +4,7 @@
 
 mod jobs;
 mod postgres;
+mod postgres_lease;
 mod postgres_queue;
 mod queue;
 mod sqlite;
@@ -353,6 +354,32 @@ pub trait Store: RecorderQueue + Send + Sync {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The right to do the periodic work of all daemons sharing this store (resuming
+    /// unfinished mail, replanning, expiring missed jobs) until the lease is released, or
+    /// None while another daemon holds it. A store no other daemon shares (SQLite) always
+    /// grants it.
+    async fn lead_periodic_work(&self) -> Result<Option<PeriodicLease>, StoreError> {
+        Ok(Some(PeriodicLease { held: None }))
+    }
+}
+
+/// Held by the one daemon doing the cluster's periodic work; see
+/// [`Store::lead_periodic_work`].
+pub struct PeriodicLease {
+    /// PostgreSQL: the open transaction whose advisory lock keeps other daemons out; it ends
+    /// (and the lock with it) when the lease is released or dropped, or the connection dies.
+    held: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+impl PeriodicLease {
+    /// Lets another daemon take the work at once.
+    pub async fn release(self) {
+        if let Some(tx) = self.held {
+            // Failing means the connection is gone, and the lock went with it.
+            let _ = tx.rollback().await;
+        }
+    }
 }
 
 /// Opens the store named by `url` and brings its schema up to date.

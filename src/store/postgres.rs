@@ -317,6 +317,10 @@ impl Store for PgStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn lead_periodic_work(&self) -> Result<Option<super::PeriodicLease>, StoreError> {
+        self.try_periodic_lease().await
+    }
 }
 
 async fn insert_version(
