@@ -269,6 +269,7 @@ pub fn plan_jobs(ctx: &EventContext, history: &EventHistory, requester: Option<&
             ));
         }
     }
+    let desired = schedule::without_finished(desired, &history.finished_jobs);
     schedule::diff_jobs(&history.active_jobs, &desired, ctx.now)
 }
 

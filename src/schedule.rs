@@ -240,6 +240,30 @@ pub struct ActiveJob {
     pub claimed: bool,
 }
 
+/// A job that ran to its end for its occurrence: `done`, or `failed` for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedJob {
+    pub slot: Option<DateTime<Utc>>,
+    pub kind: PlanKind,
+    pub occurrence_start: DateTime<Utc>,
+    pub meeting_url: String,
+}
+
+/// The desired jobs, less those whose occurrence already had its job run to the end: a
+/// recorder that finished (or gave up) while the meeting is still on is not sent again by
+/// the next plan. A meeting that moves or changes its link is new work and keeps its job.
+pub fn without_finished(mut desired: Vec<JobSpec>, finished: &[FinishedJob]) -> Vec<JobSpec> {
+    desired.retain(|d| {
+        !finished.iter().any(|f| {
+            f.slot == d.slot
+                && f.kind == d.kind
+                && f.occurrence_start == d.occurrence_start
+                && f.meeting_url == d.meeting_url
+        })
+    });
+    desired
+}
+
 /// What must change to get from the active jobs to the desired ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobChange {
@@ -445,6 +469,19 @@ mod tests {
             matches!(moved.as_slice(), [JobChange::Cancel { id: 1, .. }, JobChange::Create(_)]),
             "a claimed job whose meeting moved is replaced: {moved:?}"
         );
+
+        let finished = FinishedJob {
+            slot: None,
+            kind: PlanKind::BotJoin,
+            occurrence_start: at("2027-01-04T08:00:00Z"),
+            meeting_url: "u".into(),
+        };
+        let again = without_finished(vec![spec(None, "2027-01-04T08:00:00Z")], std::slice::from_ref(&finished));
+        assert!(again.is_empty(), "an occurrence whose job ran is not planned again");
+        let moved = without_finished(vec![spec(None, "2027-01-05T08:00:00Z")], std::slice::from_ref(&finished));
+        assert_eq!(moved.len(), 1, "a moved meeting is new work");
+        let relinked = JobSpec { meeting_url: "v".into(), ..spec(None, "2027-01-04T08:00:00Z") };
+        assert_eq!(without_finished(vec![relinked], &[finished]).len(), 1, "so is a new meeting link");
 
         // A cloud fetch waiting for its ended meeting is not cancelled by later planning.
         let ended = super::diff_jobs(&[active(1, None, "2027-01-04T08:00:00Z")], &[], at("2027-01-04T09:30:00Z"));

@@ -462,3 +462,52 @@ async fn a_reply_after_the_meeting_does_not_cancel_the_pending_cloud_fetch() {
         backend.finish().await;
     }
 }
+
+#[tokio::test]
+async fn a_job_that_ran_is_not_planned_again_while_its_meeting_is_on() {
+    use invited::store::ClaimFilter;
+    for backend in common::backends().await {
+        eprintln!("backend: {}", backend.name);
+        let store = backend.store.clone();
+        let config = common::config();
+        // The Teams meeting runs 15:00-16:00 UTC on 11 Jan; at 15:10 its bot_join is due at once.
+        let on = common::at("2027-01-11T15:10:00Z");
+        let r = ingest(store.as_ref(), &config, common::fixture("teams-invite.eml"), Source::File, None, vec![], on)
+            .await
+            .expect("ingest");
+        assert_eq!(r.jobs_created, 1);
+        let lease = chrono::TimeDelta::seconds(60);
+        for outcome in ["done", "failed"] {
+            if outcome == "failed" {
+                // The meeting moves by a minute: new work, whose recorder gives up for good.
+                let moved = String::from_utf8(common::fixture("teams-invite.eml"))
+                    .unwrap()
+                    .replace("SEQUENCE:0", "SEQUENCE:1")
+                    .replace("T160000", "T160100")
+                    .replace("T170000", "T170100");
+                let r = ingest(store.as_ref(), &config, moved.into_bytes(), Source::File, None, vec![], on).await;
+                assert_eq!(r.expect("ingest").jobs_created, 1, "a moved meeting is new work");
+            }
+            let claimed = store.claim_due_jobs("r", &ClaimFilter::default(), 10, lease, on).await.expect("claim");
+            assert_eq!(claimed.len(), 1, "{outcome}: {claimed:?}");
+            if outcome == "done" {
+                store.complete(claimed[0].id, "r", on).await.expect("complete");
+            } else {
+                let policy = invited::store::RetryPolicy {
+                    max_attempts: 1,
+                    base: chrono::TimeDelta::seconds(30),
+                    max: chrono::TimeDelta::seconds(30),
+                };
+                store.fail(claimed[0].id, "r", "bot crashed", on, &policy).await.expect("fail");
+            }
+            // The scheduler's next ticks, and the same invite forwarded again, send no second bot.
+            for minutes in [1, 5] {
+                let later = on + chrono::TimeDelta::minutes(minutes);
+                let created = invited::pipeline::replan(store.as_ref(), &config, later).await.expect("replan");
+                assert_eq!(created, 0, "{outcome}: replan at +{minutes} min made a job");
+            }
+            assert!(active(store.as_ref()).await.is_empty(), "{outcome}: {:?}", active(store.as_ref()).await);
+        }
+        backend.finish().await;
+    }
+}

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::eligibility::{Decision, Requester};
 use crate::model::EventVersion;
-use crate::schedule::{ActiveJob, JobChange};
+use crate::schedule::{ActiveJob, FinishedJob, JobChange};
 
 pub use postgres::PgStore;
 pub use queue::{
@@ -164,6 +164,8 @@ pub struct EventHistory {
     pub active_jobs: Vec<ActiveJob>,
     /// Occurrences (slots) a participant declined recording for.
     pub declined_slots: Vec<Option<DateTime<Utc>>>,
+    /// Jobs of this UID that ran to their end (done, or failed for good).
+    pub finished_jobs: Vec<FinishedJob>,
 }
 
 /// What processing one event decided, to be written in the same transaction.

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::eligibility::{Flag, Requester};
 use crate::model::EventVersion;
-use crate::schedule::{ActiveJob, JobSpec};
+use crate::schedule::{ActiveJob, FinishedJob, JobSpec};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -416,6 +416,20 @@ async fn load_history(tx: &mut Transaction<'static, Postgres>, key: &EventKey) -
             .bind(&key.uid)
             .fetch_all(&mut **tx)
             .await?;
+    let finished: Vec<(String, String, DateTime<Utc>, String)> = sqlx::query_as(
+        "SELECT l.slot, j.kind, j.occurrence_start, j.meeting_url FROM job_links l JOIN jobs j ON j.id = l.job_id
+         WHERE l.tenant = $1 AND l.event_uid = $2 AND j.state IN ('done', 'failed')",
+    )
+    .bind(&key.tenant)
+    .bind(&key.uid)
+    .fetch_all(&mut **tx)
+    .await?;
+    let finished_jobs = finished
+        .into_iter()
+        .map(|(slot, kind, occurrence_start, meeting_url)| {
+            Ok(FinishedJob { slot: slot_value(&slot)?, kind: plan_kind(&kind)?, occurrence_start, meeting_url })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(EventHistory {
         versions,
         past_requesters: requesters
@@ -424,6 +438,7 @@ async fn load_history(tx: &mut Transaction<'static, Postgres>, key: &EventKey) -
             .collect(),
         active_jobs,
         declined_slots: declined.iter().map(|s| slot_value(s)).collect::<Result<_, _>>()?,
+        finished_jobs,
     })
 }
 

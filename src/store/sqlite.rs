@@ -18,7 +18,7 @@ use super::{
 };
 use crate::eligibility::{Flag, Requester};
 use crate::model::EventVersion;
-use crate::schedule::{ActiveJob, JobSpec};
+use crate::schedule::{ActiveJob, FinishedJob, JobSpec};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -420,6 +420,25 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, key: &EventKey) -> 
             .bind(&key.uid)
             .fetch_all(&mut **tx)
             .await?;
+    let finished: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT l.slot, j.kind, j.occurrence_start, j.meeting_url FROM job_links l JOIN jobs j ON j.id = l.job_id
+         WHERE l.tenant = ? AND l.event_uid = ? AND j.state IN ('done', 'failed')",
+    )
+    .bind(&key.tenant)
+    .bind(&key.uid)
+    .fetch_all(&mut **tx)
+    .await?;
+    let finished_jobs = finished
+        .into_iter()
+        .map(|(slot, kind, occurrence_start, meeting_url)| {
+            Ok(FinishedJob {
+                slot: slot_value(&slot)?,
+                kind: plan_kind(&kind)?,
+                occurrence_start: parse_ts(&occurrence_start)?,
+                meeting_url,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(EventHistory {
         versions,
         past_requesters: requesters
@@ -428,6 +447,7 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, key: &EventKey) -> 
             .collect(),
         active_jobs,
         declined_slots: declined.iter().map(|s| slot_value(s)).collect::<Result<_, _>>()?,
+        finished_jobs,
     })
 }
 
