@@ -14,6 +14,18 @@ fn shipped_config_loads() {
     assert!(c.tenant_for_address("ACME+x@assistant.example.com").is_some());
 }
 
+#[test]
+fn compose_config_loads() {
+    // As docker-compose.yml runs it, with the recorder token its environment gives.
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/compose.toml"))
+        .expect("compose config");
+    let text = text.replace("token_env = \"INVITED_RECORDER_TOKEN\"", "token = \"compose-test-token-0123\"");
+    let c = Config::from_toml(&text).expect("compose config loads");
+    assert_eq!(c.server.smtp_listen, "0.0.0.0:2525");
+    assert_eq!(c.recorders.tokens.len(), 1);
+    assert!(c.store.url.starts_with("postgres://"));
+}
+
 fn error_of(toml: &str) -> String {
     Config::from_toml(toml).expect_err("must be refused").to_string()
 }
