@@ -1,4 +1,5 @@
-//! The command line (design.md: `serve`, `ingest`, `explain`, `jobs`, `history`, `reprocess`).
+//! The command line (design.md: `serve`, `ingest`, `explain`, `jobs`, `history`, `reprocess`,
+//! `check-config`).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -77,6 +78,9 @@ pub enum Command {
         #[arg(long)]
         now: Option<String>,
     },
+    /// Validate the configuration and print it resolved (defaults, environment), secrets
+    /// masked. Exit 1 naming the key and the problem.
+    CheckConfig,
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -111,7 +115,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve => {
             let store = open_store(&config).await?;
-            crate::serve::run(config, store).await?;
+            crate::serve::run(config, cli.config.clone(), store).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest { rcpt, now, files } => {
@@ -185,6 +189,18 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => {
+            let text =
+                crate::config::resolved_toml(&config).map_err(|e| anyhow!("cannot print the configuration: {e}"))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "# {}: valid (defaults and INVITED_* overrides applied, secrets masked)",
+                cli.config.display()
+            )?;
+            write!(out, "{text}")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reprocess { now } => {

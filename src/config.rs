@@ -17,7 +17,9 @@ use crate::intake::smtp::SmtpConfig;
 use crate::mime::MimeLimits;
 
 mod live;
+mod masked;
 pub use live::LiveConfig;
+pub use masked::{mask_url, resolved_toml};
 
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/invited.toml";

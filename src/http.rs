@@ -1,4 +1,5 @@
-//! HTTP on `server.http_listen`: `/healthz` for load balancers and operators, and the
+//! HTTP on `server.http_listen`: `/healthz` for load balancers and operators (with
+//! `/readyz` and `/metrics` in `ops`), and the
 //! recorder API under `/v1/jobs` through which the recorder fleet claims due capture jobs
 //! under a lease, keeps the lease alive, and reports how each capture ended.
 //!
@@ -24,10 +25,13 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{RecordersConfig, PROVIDERS};
+
+mod ops;
 use crate::store::{
     ClaimFilter, ClaimedJob, CompleteOutcome, DeclineOutcome, FailOutcome, HeartbeatOutcome, Refusal, RetryPolicy,
     Store, StoreError,
 };
+pub use ops::{ops_router, Ops};
 
 /// Largest request body accepted: a claim filter or an error message, never more.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -98,6 +102,7 @@ pub fn router(store: Arc<dyn Store>, recorders: &RecordersConfig) -> Router {
 }
 
 /// 200 when the store answers, 503 otherwise: without a store, mail cannot be accepted.
+/// `/readyz` says the same and more (every intake running), part by part.
 async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     match app.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
@@ -284,13 +289,17 @@ async fn claim(
 ) -> Result<Json<Value>, ApiError> {
     let request: ClaimRequest = read_json(body)?;
     let (filter, limit) = request.terms(app.api.claim_limit)?;
-    let jobs = app.store.claim_due_jobs(&recorder.name, &filter, limit, app.api.lease, Utc::now()).await?;
+    let started = std::time::Instant::now();
+    let jobs = app.store.claim_due_jobs(&recorder.name, &filter, limit, app.api.lease, Utc::now()).await;
+    crate::metrics::store_latency("claim", started.elapsed());
+    let jobs = jobs?;
     log_claimed(&recorder, &jobs);
     Ok(Json(json!({ "jobs": jobs })))
 }
 
 fn log_claimed(recorder: &Recorder, jobs: &[ClaimedJob]) {
     for job in jobs {
+        crate::metrics::job_changed(KINDS.iter().find(|k| **k == job.kind).copied().unwrap_or("other"), "claimed");
         info!(job_id = job.id, recorder = %recorder.name, kind = %job.kind, attempts = job.attempts,
               lease_until = %job.lease_until.to_rfc3339(), "job_claimed");
     }
@@ -322,6 +331,7 @@ async fn complete(
     match app.store.complete(id, &recorder.name, Utc::now()).await? {
         CompleteOutcome::Completed => {
             info!(job_id = id, recorder = %recorder.name, "job_completed");
+            crate::metrics::recorder_report("completed");
             Ok(Json(json!({"id": id, "state": "done"})))
         }
         CompleteOutcome::AlreadyCompleted => Ok(Json(json!({"id": id, "state": "done"}))),
@@ -342,11 +352,13 @@ async fn fail(
         FailOutcome::Retrying { attempts, retry_at } => {
             info!(job_id = id, recorder = %recorder.name, attempts, retry_at = %retry_at.to_rfc3339(), error = %error,
                   "job_failed");
+            crate::metrics::recorder_report("retrying");
             Ok(Json(json!({"id": id, "state": "scheduled", "attempts": attempts, "retry_at": retry_at})))
         }
         FailOutcome::Failed { attempts, reason } => {
             warn!(job_id = id, recorder = %recorder.name, attempts, r#final = true, reason = reason.code(),
                   error = %error, "job_failed");
+            crate::metrics::recorder_report("failed");
             Ok(Json(json!({"id": id, "state": "failed", "attempts": attempts, "reason": reason.code()})))
         }
         FailOutcome::Refused(refusal) => Err(ApiError::refused(id, refusal)),
@@ -363,6 +375,7 @@ async fn consent_declined(
     match app.store.decline_consent(id, &recorder.name, Utc::now()).await? {
         DeclineOutcome::Cancelled => {
             info!(job_id = id, recorder = %recorder.name, "job_consent_declined");
+            crate::metrics::recorder_report("consent_declined");
             Ok(Json(json!({"id": id, "state": "cancelled"})))
         }
         DeclineOutcome::AlreadyDeclined => Ok(Json(json!({"id": id, "state": "cancelled"}))),

@@ -403,9 +403,10 @@ pub async fn ingest(
     now: DateTime<Utc>,
 ) -> Result<ProcessReport, IngestError> {
     if raw.len() > config.limits.max_message_bytes {
+        crate::metrics::message_received(source.as_str(), "refused");
         return Err(IngestError::TooLarge { size: raw.len(), limit: config.limits.max_message_bytes });
     }
-    check_looks_like_mail(&raw)?;
+    check_looks_like_mail(&raw).inspect_err(|_| crate::metrics::message_received(source.as_str(), "refused"))?;
     // Only the header block is read here; the full MIME walk runs once, in processing.
     let new = NewMessage {
         sha256: hex::encode(Sha256::digest(&raw)),
@@ -416,7 +417,11 @@ pub async fn ingest(
         envelope_rcpts,
         received_at: now,
     };
-    let spooled = store.spool_message(&new).await?;
+    let started = std::time::Instant::now();
+    let spooled = store.spool_message(&new).await;
+    crate::metrics::store_latency("spool", started.elapsed());
+    let spooled = spooled.inspect_err(|_| crate::metrics::message_received(source.as_str(), "deferred"))?;
+    crate::metrics::message_received(source.as_str(), if spooled.inserted { "accepted" } else { "duplicate" });
     info!(
         message_id = spooled.id,
         header_message_id = new.message_id.as_deref().unwrap_or(""),
@@ -467,7 +472,10 @@ pub async fn process_message(
     message_id: i64,
     now: DateTime<Utc>,
 ) -> Result<ProcessReport, IngestError> {
-    let Some(message) = store.load_message(message_id).await? else {
+    let started = std::time::Instant::now();
+    let message = store.load_message(message_id).await;
+    crate::metrics::store_latency("load_message", started.elapsed());
+    let Some(message) = message? else {
         return Err(IngestError::NotMail(format!("message {message_id} is not in the store")));
     };
     // A panic on one hostile mail must not take the daemon (or a batch ingest) down with it.
@@ -479,7 +487,13 @@ pub async fn process_message(
     match &result {
         Ok(report) => {
             let outcome = serde_json::to_value(report).unwrap_or_default();
+            let started = std::time::Instant::now();
             store.finish_message(message_id, &outcome, None, now).await?;
+            crate::metrics::store_latency("finish_message", started.elapsed());
+            // From the acknowledgement (the spool commit) to decisions and jobs stored, by the
+            // real clock: `now` may be fixed (`--now`) for reproducible decisions.
+            let since_ack = Utc::now().signed_duration_since(message.received_at);
+            crate::metrics::pipeline_latency(since_ack.to_std().unwrap_or_default());
         }
         Err(e) if !e.is_transient() => {
             error!(message_id, error_code = e.code(), error = %e, "message_failed");
@@ -534,6 +548,7 @@ async fn process_loaded(
 fn log_message_reasons(message_id: i64, tenant: Option<&str>, reasons: &[Reason]) {
     for r in reasons {
         info!(message_id, tenant = tenant.unwrap_or(""), eligible = false, reason = r.code.as_str(), "decision_made");
+        crate::metrics::decision_made(false, &[r.code.as_str()]);
     }
 }
 
@@ -574,7 +589,10 @@ async fn record_one(
             job_changes: plan_jobs(&ctx, history, requester.as_ref()),
         }
     };
-    let recorded = store.record_event(&key, message_id, event, &version_hash(event), now, &decide).await?;
+    let started = std::time::Instant::now();
+    let recorded = store.record_event(&key, message_id, event, &version_hash(event), now, &decide).await;
+    crate::metrics::store_latency("record_event", started.elapsed());
+    let recorded = recorded?;
     let rid = event.recurrence_id.map(|r| r.to_rfc3339()).unwrap_or_default();
     info!(
         message_id,
@@ -598,6 +616,7 @@ async fn record_one(
         reasons = %codes.join(","),
         "decision_made"
     );
+    crate::metrics::decision_made(outcome.decision.eligible, &codes);
     report.versions_stored += usize::from(recorded.version_is_new);
     report.eligible_decisions += usize::from(outcome.decision.eligible);
     let counts = log_job_changes(&tenant.id, &event.uid, &outcome.job_changes, &recorded.created);
@@ -626,11 +645,13 @@ fn log_job_changes(tenant: &str, uid: &str, changes: &[JobChange], created: &[Cr
             JobChange::Create(spec) => match created.next() {
                 Some(job) if job.joined => {
                     counts.joined += 1;
+                    crate::metrics::job_changed(spec.kind.as_str(), "joined");
                     info!(job_id = job.id, tenant, uid, kind = spec.kind.as_str(),
                           occurrence_start = %spec.occurrence_start.to_rfc3339(), "job_joined");
                 }
                 job => {
                     counts.created += 1;
+                    crate::metrics::job_changed(spec.kind.as_str(), "scheduled");
                     info!(job_id = job.map_or(0, |j| j.id), tenant, uid,
                           kind = spec.kind.as_str(), run_at = %spec.run_at.to_rfc3339(),
                           occurrence_start = %spec.occurrence_start.to_rfc3339(), "job_scheduled");
@@ -638,12 +659,14 @@ fn log_job_changes(tenant: &str, uid: &str, changes: &[JobChange], created: &[Cr
             },
             JobChange::Reschedule { id, old_run_at, spec } => {
                 counts.rescheduled += 1;
+                crate::metrics::job_changed(spec.kind.as_str(), "rescheduled");
                 info!(job_id = id, tenant, uid, kind = spec.kind.as_str(),
                       old_run_at = %old_run_at.to_rfc3339(), run_at = %spec.run_at.to_rfc3339(), "job_rescheduled");
             }
-            JobChange::Cancel { id, run_at } => {
+            JobChange::Cancel { id, kind, run_at } => {
                 counts.cancelled += 1;
-                info!(job_id = id, tenant, uid, run_at = %run_at.to_rfc3339(), "job_cancelled");
+                crate::metrics::job_changed(kind.as_str(), "cancelled");
+                info!(job_id = id, tenant, uid, kind = kind.as_str(), run_at = %run_at.to_rfc3339(), "job_cancelled");
             }
         }
     }

@@ -269,7 +269,7 @@ pub fn without_finished(mut desired: Vec<JobSpec>, finished: &[FinishedJob]) -> 
 pub enum JobChange {
     Create(JobSpec),
     Reschedule { id: i64, old_run_at: DateTime<Utc>, spec: JobSpec },
-    Cancel { id: i64, run_at: DateTime<Utc> },
+    Cancel { id: i64, kind: PlanKind, run_at: DateTime<Utc> },
 }
 
 /// Matches jobs by (slot, kind): a moved single meeting is rescheduled, not replaced.
@@ -283,7 +283,7 @@ pub fn diff_jobs(active: &[ActiveJob], desired: &[JobSpec], now: DateTime<Utc>) 
     let mut changes: Vec<JobChange> = active
         .iter()
         .filter(|a| a.occurrence_end > now && !desired.iter().any(|d| d.slot == a.slot && d.kind == a.kind))
-        .map(|a| JobChange::Cancel { id: a.id, run_at: a.run_at })
+        .map(|a| JobChange::Cancel { id: a.id, kind: a.kind, run_at: a.run_at })
         .collect();
     let mut later = Vec::new();
     for spec in desired {
@@ -294,7 +294,7 @@ pub fn diff_jobs(active: &[ActiveJob], desired: &[JobSpec], now: DateTime<Utc>) 
         let meeting_moved = a.occurrence_start != spec.occurrence_start || a.meeting_url != spec.meeting_url;
         if a.claimed {
             if meeting_moved {
-                changes.push(JobChange::Cancel { id: a.id, run_at: a.run_at });
+                changes.push(JobChange::Cancel { id: a.id, kind: a.kind, run_at: a.run_at });
                 later.push(JobChange::Create(spec.clone()));
             }
             continue;

@@ -1,6 +1,8 @@
-//! `invited serve`: the daemon. Resumes messages left half-done, runs the scheduler loop
-//! and the HTTP endpoint until SIGINT/SIGTERM.
+//! `invited serve`: the daemon. Resumes messages left half-done, runs the scheduler loop,
+//! the SMTP intake and the HTTP endpoint; SIGHUP reloads the configuration, SIGINT and
+//! SIGTERM stop it gracefully (style.md, "Shutdown").
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,31 +10,52 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, LiveConfig};
 use crate::pipeline;
+use crate::readiness::Readiness;
 use crate::store::Store;
 
-pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<()> {
+/// Runs until SIGINT/SIGTERM. `config_path` is read again on SIGHUP.
+pub async fn run(config: Arc<Config>, config_path: PathBuf, store: Arc<dyn Store>) -> anyhow::Result<()> {
+    // Before anything listens: a SIGHUP that arrives early must reload, not kill the process.
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
     let live = LiveConfig::from(config.clone());
     let shutdown = CancellationToken::new();
+    let readiness = Readiness::new();
+    readiness.expect("smtp", "starting");
     let listener = TcpListener::bind(&config.server.http_listen)
         .await
         .with_context(|| format!("cannot listen on server.http_listen = {}", config.server.http_listen))?;
-    info!(http_listen = %listener.local_addr()?, store = %config.store.url, tenants = config.tenants.len(), "daemon_started");
+    info!(http_listen = %listener.local_addr()?, store = %crate::config::mask_url(&config.store.url), tenants = config.tenants.len(), "daemon_started");
 
     let http = {
         let token = shutdown.clone();
-        let app = crate::http::router(store.clone(), &config.recorders);
+        let ops =
+            crate::http::Ops { store: store.clone(), readiness: readiness.clone(), metrics: crate::metrics::install() };
+        let app = crate::http::router(store.clone(), &config.recorders).merge(crate::http::ops_router(ops));
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await })
     };
     let scheduler = tokio::spawn(scheduler_loop(live.clone(), store.clone(), shutdown.clone()));
     let smtp = crate::intake::smtp::SmtpServer::bind(live.clone(), store.clone(), shutdown.clone()).await?;
-    let smtp = tokio::spawn(smtp.run());
+    let smtp = {
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            let _running = readiness.running("smtp");
+            smtp.run().await
+        })
+    };
 
-    wait_for_signal().await;
-    info!("shutdown_requested");
+    loop {
+        match signals.next().await {
+            Signal::Reload => reload(&live, &config_path),
+            Signal::Stop(signal) => {
+                info!(signal, "shutdown_requested");
+                break;
+            }
+        }
+    }
     shutdown.cancel();
     // The SMTP server waits for a DATA in flight (smtp.shutdown_grace_seconds) on its own.
     let _ = smtp.await;
@@ -43,6 +66,25 @@ pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<(
     .await;
     info!("daemon_stopped");
     Ok(())
+}
+
+/// SIGHUP: reads the file again. An invalid file changes nothing; keys bound at start-up
+/// keep their running values and each gets a WARN.
+fn reload(live: &LiveConfig, path: &Path) {
+    match Config::load(path) {
+        Ok(new) => {
+            let tenants = new.tenants.len();
+            for key in live.replace(new) {
+                warn!(key, reason = "restart_needed", "config_key_not_reloaded");
+            }
+            crate::metrics::config_reload("applied");
+            info!(path = %path.display(), tenants, "config_reloaded");
+        }
+        Err(e) => {
+            crate::metrics::config_reload("refused");
+            error!(path = %path.display(), error = %e, reason = "invalid_config", "config_reload_failed");
+        }
+    }
 }
 
 /// Each tick, the periodic work. Each tick uses the configuration current at its start,
@@ -107,30 +149,52 @@ async fn expire_missed(store: &dyn Store, now: DateTime<Utc>) {
         Ok(ids) => {
             for id in ids {
                 warn!(job_id = id, "job_missed");
+                crate::metrics::job_changed("bot_join", "missed");
             }
         }
         Err(e) => warn!(error_code = e.code(), error = %e, "expire_missed_failed"),
     }
 }
 
-async fn wait_for_signal() {
+/// What a signal asks the daemon to do.
+enum Signal {
+    Reload,
+    /// Stop gracefully; the signal's name, for the log.
+    Stop(&'static str),
+}
+
+/// The signals `serve` listens to, installed once at start.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    hangup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals { hangup: signal(SignalKind::hangup())?, terminate: signal(SignalKind::terminate())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop("SIGINT"),
+                _ = self.terminate.recv() => Signal::Stop("SIGTERM"),
+                _ = self.hangup.recv() => Signal::Reload,
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop("SIGINT")
+        }
     }
 }

@@ -12,6 +12,30 @@ pub enum LogFormat {
     Json,
 }
 
+/// Text lines print the event name as `event=name`, so that an operator can grep
+/// `event=decision_made reason=no_seat`; the other fields are `key=value` as usual. (JSON
+/// keeps the name in `message`.)
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() == "message" {
+            write!(w, "event={value:?}")
+        } else {
+            write!(w, "{field}={}", unquoted(&format!("{value:?}")))
+        }
+    })
+    .delimited(" ")
+}
+
+/// A string value that needs no quoting (`no_seat`, `alice@acme.com`) is printed bare;
+/// one with spaces, quotes or escapes keeps its quotes.
+fn unquoted(debug: &str) -> &str {
+    match debug.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) if !inner.is_empty() && !inner.contains([' ', '"', '\\', '=']) => inner,
+        _ => debug,
+    }
+}
+
 /// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset.
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
@@ -22,7 +46,22 @@ pub fn init(format: LogFormat, default_level: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(text_fields()).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unquoted;
+
+    #[test]
+    fn plain_values_lose_their_quotes_and_others_keep_them() {
+        assert_eq!(unquoted("\"no_seat\""), "no_seat");
+        assert_eq!(unquoted("\"alice@acme.com\""), "alice@acme.com");
+        assert_eq!(unquoted("\"two words\""), "\"two words\"");
+        assert_eq!(unquoted("\"\""), "\"\"");
+        assert_eq!(unquoted("\"a\\\"b\""), "\"a\\\"b\"");
+        assert_eq!(unquoted("42"), "42");
+    }
 }

@@ -138,6 +138,7 @@ impl SmtpServer {
 /// `421 4.7.0` to a connection over a limit, then close it.
 async fn refuse_at_connect(mut socket: TcpStream, peer: SocketAddr, text: &str, reason: &'static str) {
     info!(peer = %peer, reason, code = 421, "smtp_refused");
+    crate::metrics::smtp_reply(421);
     let reply = format!("421 4.7.0 {text}\r\n");
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = socket.write_all(reply.as_bytes()).await;

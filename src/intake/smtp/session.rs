@@ -105,6 +105,7 @@ pub async fn run_session(intake: Arc<Intake>, stream: Box<dyn SmtpStream>, peer:
     let span = info_span!("smtp_session", session_id, peer = %peer);
     async move {
         info!("smtp_session_started");
+        crate::metrics::smtp_session_started();
         let started = Instant::now();
         let mut session = Session::new(intake, stream, peer, session_id);
         let result = session.run().await;
@@ -121,6 +122,7 @@ pub async fn run_session(intake: Arc<Intake>, stream: Box<dyn SmtpStream>, peer:
             duration_ms = started.elapsed().as_millis() as u64,
             "smtp_session_ended"
         );
+        crate::metrics::smtp_session_ended();
     }
     .instrument(span)
     .await
@@ -367,6 +369,7 @@ impl Session {
         if self.intake.tls.is_some() && !self.tls {
             lines.push("STARTTLS".to_string());
         }
+        crate::metrics::smtp_reply(250);
         let last = lines.len() - 1;
         for (i, line) in lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
@@ -490,6 +493,9 @@ impl Session {
     /// The data ended: store the message or say why not. Either way the transaction ends.
     async fn finish_data(&mut self, result: Result<Vec<u8>, DataProblem>) -> Flow {
         self.data = None;
+        if result.is_err() {
+            crate::metrics::message_received(Source::Smtp.as_str(), "refused");
+        }
         let flow = match result {
             Ok(body) => self.spool(body).await,
             Err(DataProblem::TooLarge) => self.refuse(552, "5.3.4", "Message too big", DataProblem::TooLarge.reason()),
@@ -557,6 +563,8 @@ impl Session {
                     rcpts,
                     "message_received"
                 );
+                let outcome = if spooled.inserted { "accepted" } else { "duplicate" };
+                crate::metrics::message_received(Source::Smtp.as_str(), outcome);
                 self.reply(250, "2.0.0", &format!("Queued as {}", spooled.id));
                 if spooled.inserted {
                     self.intake.queue_processing(spooled.id);
@@ -566,6 +574,7 @@ impl Session {
             Err(e) => {
                 let reason = if e.is_transient() { "store_unavailable" } else { "store_failed" };
                 warn!(reason, code = 451, error_code = e.code(), error = %e, "smtp_refused");
+                crate::metrics::message_received(Source::Smtp.as_str(), "deferred");
                 // Our own trouble is never a 5xx: the client keeps the message and retries.
                 self.reply(451, "4.3.0", "Cannot store the message now, try again later");
                 Flow::Continue
@@ -670,6 +679,7 @@ impl Session {
     }
 
     fn reply(&mut self, code: u16, esc: &str, text: &str) {
+        crate::metrics::smtp_reply(code);
         let line = if esc.is_empty() { format!("{code} {text}\r\n") } else { format!("{code} {esc} {text}\r\n") };
         self.output.extend_from_slice(line.as_bytes());
     }

@@ -138,7 +138,9 @@ async fn commit(store: &Arc<dyn Store>, batch: Vec<(NewMessage, Reply)>) {
     let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.into_iter().unzip();
     let count = messages.len();
     let store = store.clone();
+    let started = std::time::Instant::now();
     let committed = tokio::spawn(async move { store.spool_messages(&messages).await }).await;
+    crate::metrics::store_latency("spool", started.elapsed());
     match committed {
         Ok(Ok(spooled)) if spooled.len() == count => {
             debug!(messages = count, "spool_batch_committed");
