@@ -388,8 +388,10 @@ async fn smtp_answers_451_while_postgresql_is_down_and_accepts_again_when_it_ret
     eprintln!("451 after {:?} with PostgreSQL down", asked.elapsed());
     let mut other = SmtpClient::connect(daemon.smtp).await.expect("SMTP connect while the store is down");
     assert_eq!(other.send(&invites[2]).await.expect("send"), 451, "{}", daemon.logs());
+    let (status, _) = http(daemon.http, "GET", "/readyz", None).await.expect("readyz");
+    assert_eq!(status, 503, "readyz says the store is down");
     let (status, _) = http(daemon.http, "GET", "/healthz", None).await.expect("healthz");
-    assert_eq!(status, 503, "healthz says the store is down");
+    assert_eq!(status, 200, "healthz is liveness: the process still answers");
 
     pg.start().expect("PostgreSQL starts again");
     let back = Instant::now();
