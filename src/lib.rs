@@ -18,6 +18,7 @@ pub mod ics;
 pub mod intake;
 pub mod mime;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod schedule;
 pub mod serve;

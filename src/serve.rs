@@ -28,6 +28,7 @@ pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<(
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await })
     };
     let scheduler = tokio::spawn(scheduler_loop(live.clone(), store.clone(), shutdown.clone()));
+    let replies = crate::notify::sender::spawn(&config, store.clone(), shutdown.clone())?;
     let smtp = crate::intake::smtp::SmtpServer::bind(live.clone(), store.clone(), shutdown.clone()).await?;
     let smtp = tokio::spawn(smtp.run());
 
@@ -39,6 +40,9 @@ pub async fn run(config: Arc<Config>, store: Arc<dyn Store>) -> anyhow::Result<(
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = scheduler.await;
         let _ = http.await;
+        if let Some(replies) = replies {
+            let _ = replies.await;
+        }
     })
     .await;
     info!("daemon_stopped");
