@@ -168,7 +168,7 @@ async fn a_scheduled_meeting_gets_a_threaded_reply_saying_what_will_happen() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].1, r#"["alice@acme.com"]"#);
     let reply = parse(&received[0].0);
-    assert_eq!(reply.header("From").as_deref(), Some(ACME));
+    assert_eq!(reply.header("From").as_deref(), Some("\"Recording assistant\" <acme@assistant.example.com>"));
     assert_eq!(reply.header("To").as_deref(), Some("alice@acme.com"));
     assert_eq!(reply.subject, "Will be recorded: Quarterly review");
     assert_eq!(reply.header("In-Reply-To").as_deref(), Some("<zoom-invite.eml@test.example>"));
@@ -261,8 +261,10 @@ async fn each_outcome_has_its_reply() {
         for p in *phrases {
             assert!(reply.text.contains(p), "{fixture}: text lacks {p:?}:\n{}", reply.text);
         }
+        // The README's example replies: SHOW_REPLIES=1 cargo test --test notify each_outcome -- --nocapture
         if std::env::var("SHOW_REPLIES").is_ok() {
-            println!("==== {fixture}\nSubject: {}\n\n{}", reply.subject, reply.text);
+            let head = reply.raw.split("\r\n\r\n").next().unwrap_or("");
+            println!("==== {fixture}\n{head}\n\n{}", reply.text);
         }
     }
     inbox.stop().await;

@@ -103,7 +103,8 @@ fn transport(notify: &NotifyConfig, hostname: &str) -> Result<AsyncSmtpTransport
 
 /// The mail for a queued reply. An address that does not parse fails the reply for good.
 pub fn build_message(reply: &ClaimedReply, hostname: &str) -> Result<Message, String> {
-    let from: Mailbox = reply.sender.parse().map_err(|e| format!("bad sender address {:?}: {e}", reply.sender))?;
+    let address = reply.sender.parse().map_err(|e| format!("bad sender address {:?}: {e}", reply.sender))?;
+    let from = Mailbox::new(Some(super::wording::ASSISTANT_NAME.into()), address);
     let to: Mailbox =
         reply.recipient.parse().map_err(|e| format!("bad recipient address {:?}: {e}", reply.recipient))?;
     let mut builder = Message::builder()

@@ -5,6 +5,9 @@ use crate::conference::Provider;
 use crate::eligibility::{Flag, PlanKind, ReasonCode};
 use crate::store::ReplyOutcome;
 
+/// The display name of a reply's From.
+pub const ASSISTANT_NAME: &str = "Recording assistant";
+
 /// The subject's prefix before the meeting's summary.
 pub fn subject_prefix(outcome: ReplyOutcome) -> &'static str {
     match outcome {
