@@ -69,8 +69,8 @@ fn message_ids(value: &str) -> Vec<String> {
     while let Some(open) = rest.find('<') {
         let Some(len) = rest[open..].find('>') else { break };
         let id = &rest[open..=open + len];
-        if id.len() > 2 && id.len() <= MAX_ID_BYTES && !id[1..id.len() - 1].contains(['<', ' ']) {
-            ids.push(id.to_string());
+        if let Some(id) = bracketed(&id[1..id.len() - 1]) {
+            ids.push(id);
         }
         rest = &rest[open + len + 1..];
     }
@@ -78,10 +78,13 @@ fn message_ids(value: &str) -> Vec<String> {
     ids.split_off(skip)
 }
 
-/// `<id>` for a Message-ID kept without brackets, when it is fit to repeat in a header.
+/// `<id>` for a Message-ID kept without brackets, when it is fit to repeat in a header:
+/// printable ASCII without brackets, at most [`MAX_ID_BYTES`].
 pub fn bracketed(id: &str) -> Option<String> {
     let id = id.trim();
-    let fit = !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.contains(['<', '>', ' ', '\r', '\n']);
+    let fit = !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
     fit.then(|| format!("<{id}>"))
 }
 
@@ -186,6 +189,9 @@ List-Unsubscribe: <mailto:x@y>\r\nReturn-Path: <>\r\nReferences: <a@x>\r\n <b@y>
         assert_eq!(ids.len(), MAX_REFERENCES);
         assert_eq!(ids.first().map(String::as_str), Some("<m10@x>"));
         assert_eq!(bracketed("a b"), None);
+        assert_eq!(bracketed("a\u{7f}b"), None);
+        assert_eq!(bracketed("é@x"), None);
+        assert_eq!(bracketed(&"x".repeat(MAX_ID_BYTES + 1)), None);
         assert_eq!(bracketed("id@x").as_deref(), Some("<id@x>"));
     }
 }
