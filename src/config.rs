@@ -43,6 +43,9 @@ pub struct Config {
     pub smtp: SmtpConfig,
     #[serde(default)]
     pub recorders: RecordersConfig,
+    /// Outcome replies to the requester (README.md, "Reply mail").
+    #[serde(default)]
+    pub notify: crate::notify::NotifyConfig,
     pub tenants: Vec<Tenant>,
 }
 
@@ -304,6 +307,13 @@ pub struct Tenant {
     pub providers: Providers,
     #[serde(default)]
     pub consent_profiles: BTreeMap<String, ConsentProfile>,
+    /// Outcome replies to this tenant's requesters, when `[notify]` is enabled.
+    #[serde(default = "default_replies")]
+    pub replies: bool,
+}
+
+fn default_replies() -> bool {
+    true
 }
 
 fn default_timezone() -> String {
@@ -414,6 +424,7 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError::Invalid(figment_message(e)))?;
         config.recorders.resolve_tokens()?;
+        config.notify.resolve_password()?;
         config.validate()?;
         Ok(config)
     }
@@ -423,6 +434,7 @@ impl Config {
         let mut config: Config =
             Figment::new().merge(Toml::string(text)).extract().map_err(|e| ConfigError::Invalid(figment_message(e)))?;
         config.recorders.resolve_tokens()?;
+        config.notify.resolve_password()?;
         config.validate()?;
         Ok(config)
     }
@@ -463,6 +475,7 @@ impl Config {
             return bad("server.tls_cert".into(), "`tls_cert` and `tls_key` must be set together".into());
         }
         self.recorders.validate()?;
+        self.notify.validate()?;
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {

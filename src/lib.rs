@@ -6,7 +6,8 @@
 //!   ─► store version ─► state::current ─► eligibility::decide ─► schedule::plan ─► store jobs
 //! ```
 //! Pure steps (`mime`, `ics`, `conference`, `state`, `eligibility`, `schedule`) take
-//! values and return values; only `store`, `intake` and `http` touch the outside world.
+//! values and return values; only `store`, `intake`, `http` and `notify::sender` (reply
+//! mail) touch the outside world.
 
 pub mod auth;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod intake;
 pub mod metrics;
 pub mod mime;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod readiness;
 pub mod schedule;

@@ -15,8 +15,11 @@ use crate::config::{Config, SenderAuth, Tenant};
 use crate::eligibility::{self, Decision, Facts, Reason, ReasonCode, Requester, Timing};
 use crate::model::{EventVersion, Extracted};
 use crate::schedule::{self, JobChange, Occurrence};
-use crate::store::{CreatedJob, EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError};
-use crate::{auth, ics, mime, state};
+use crate::store::Enqueued;
+use crate::store::{
+    CreatedJob, EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError, StoredMessage,
+};
+use crate::{auth, ics, mime, notify, state};
 
 /// The stable `explain --json` object (design.md, "Machine interface").
 #[derive(Debug, Clone, Serialize)]
@@ -479,11 +482,10 @@ pub async fn process_message(
         return Err(IngestError::NotMail(format!("message {message_id} is not in the store")));
     };
     // A panic on one hostile mail must not take the daemon (or a batch ingest) down with it.
-    let result =
-        AssertUnwindSafe(process_loaded(store, config, message_id, &message.raw, &message.envelope_rcpts, now))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(IngestError::Panicked(panic_message(panic.as_ref()))));
+    let result = AssertUnwindSafe(process_loaded(store, config, &message, now))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(IngestError::Panicked(panic_message(panic.as_ref()))));
     match &result {
         Ok(report) => {
             let outcome = serde_json::to_value(report).unwrap_or_default();
@@ -515,12 +517,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 async fn process_loaded(
     store: &dyn Store,
     config: &Config,
-    message_id: i64,
-    raw: &[u8],
-    envelope_rcpts: &[String],
+    message: &StoredMessage,
     now: DateTime<Utc>,
 ) -> Result<ProcessReport, IngestError> {
-    let reading = read_message(config, raw, envelope_rcpts);
+    let message_id = message.id;
+    let reading = read_message(config, &message.raw, &message.envelope_rcpts);
+    let reply_headers = notify::guard::read_reply_headers(&message.raw);
+    let mail = notify::MailToAnswer {
+        headers: &reply_headers,
+        envelope_from: message.envelope_from.as_deref(),
+        extracted: &reading.extracted,
+        recipients: if message.envelope_rcpts.is_empty() {
+            &reading.extracted.header_recipients
+        } else {
+            &message.envelope_rcpts
+        },
+    };
     let mut report = ProcessReport {
         message_id,
         tenants: reading.tenants.iter().map(|t| t.id.clone()).collect(),
@@ -539,7 +551,7 @@ async fn process_loaded(
         log_message_reasons(message_id, Some(&tenant.id), &reasons);
         report.reasons.extend(reasons);
         for event in &events {
-            record_one(store, config, tenant, &reading.extracted, message_id, event, now, &mut report).await?;
+            record_one(store, config, tenant, &mail, message_id, event, now, &mut report).await?;
         }
     }
     Ok(report)
@@ -557,37 +569,47 @@ async fn record_one(
     store: &dyn Store,
     config: &Config,
     tenant: &Tenant,
-    extracted: &Extracted,
+    mail: &notify::MailToAnswer<'_>,
     message_id: i64,
     event: &EventVersion,
     now: DateTime<Utc>,
     report: &mut ProcessReport,
 ) -> Result<(), IngestError> {
     let key = EventKey { tenant: tenant.id.clone(), uid: event.uid.clone(), recurrence_id: event.recurrence_id };
-    let requester = requester_for(tenant, extracted, Some(event));
+    let requester = requester_for(tenant, mail.extracted, Some(event));
     let ctx = EventContext { config, tenant, now };
+    let reply_gate = notify::reply_gate(config, tenant, mail, requester.as_ref(), event);
+    if let Err(reason) = &reply_gate {
+        log_reply_skipped(message_id, &tenant.id, &event.uid, reason.code());
+    }
     let decide = |history: &EventHistory| -> EventOutcome {
         let own = history.versions.iter().filter(|v| v.version.recurrence_id == event.recurrence_id);
         let current = state::current(own.clone().map(|v| (&v.version, v.id)));
         let current_version_id = own.clone().find(|v| Some(&v.version) == current).map(|v| v.id);
-        let decision = match current {
-            Some(current) => decide_event(&ctx, current, requester.as_ref()).decision,
-            None => Decision {
-                eligible: false,
-                reasons: vec![Reason::new(
-                    ReasonCode::NoInviteFound,
-                    "only replies (REPLY, COUNTER, REFRESH) have been received for this event",
-                )],
-                plan: None,
-                skipped: vec![],
-            },
+        let (decision, conference) = match current {
+            Some(current) => {
+                let decided = decide_event(&ctx, current, requester.as_ref());
+                (decided.decision, decided.conference)
+            }
+            None => (
+                Decision {
+                    eligible: false,
+                    reasons: vec![Reason::new(
+                        ReasonCode::NoInviteFound,
+                        "only replies (REPLY, COUNTER, REFRESH) have been received for this event",
+                    )],
+                    plan: None,
+                    skipped: vec![],
+                },
+                None,
+            ),
         };
-        EventOutcome {
-            current_version_id,
-            requester: requester.clone(),
-            decision,
-            job_changes: plan_jobs(&ctx, history, requester.as_ref()),
-        }
+        let job_changes = plan_jobs(&ctx, history, requester.as_ref());
+        let reply = reply_gate
+            .as_ref()
+            .ok()
+            .map(|r| notify::draft_reply(r, current.unwrap_or(event), &decision, conference.as_ref(), &job_changes));
+        EventOutcome { current_version_id, requester: requester.clone(), decision, job_changes, reply }
     };
     let started = std::time::Instant::now();
     let recorded = store.record_event(&key, message_id, event, &version_hash(event), now, &decide).await;
@@ -624,7 +646,27 @@ async fn record_one(
     report.jobs_joined += counts.joined;
     report.jobs_rescheduled += counts.rescheduled;
     report.jobs_cancelled += counts.cancelled;
+    match (&recorded.reply, &outcome.reply) {
+        (Some(Enqueued::Queued { id }), Some(draft)) => {
+            info!(message_id, tenant = %tenant.id, uid = %event.uid, reply_id = id, recipient = %draft.recipient, outcome = draft.outcome.as_str(), "reply_queued");
+        }
+        (Some(Enqueued::RateLimited), Some(draft)) => {
+            warn!(message_id, tenant = %tenant.id, uid = %event.uid, recipient = %draft.recipient, reason = "rate_limited", "reply_skipped");
+        }
+        (Some(Enqueued::Unchanged), _) => log_reply_skipped(message_id, &tenant.id, &event.uid, "unchanged"),
+        (Some(Enqueued::Duplicate), _) => log_reply_skipped(message_id, &tenant.id, &event.uid, "already_queued"),
+        _ => {}
+    }
     Ok(())
+}
+
+/// Why no reply goes out about an event; quiet when replies are simply off.
+fn log_reply_skipped(message_id: i64, tenant: &str, uid: &str, reason: &str) {
+    if matches!(reason, "notify_disabled" | "tenant_replies_off") {
+        debug!(message_id, tenant, uid, reason, "reply_skipped");
+    } else {
+        info!(message_id, tenant, uid, reason, "reply_skipped");
+    }
 }
 
 /// How many job changes of each kind were written.

@@ -38,6 +38,7 @@ pub async fn run(config: Arc<Config>, config_path: PathBuf, store: Arc<dyn Store
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await })
     };
     let scheduler = tokio::spawn(scheduler_loop(live.clone(), store.clone(), shutdown.clone()));
+    let replies = crate::notify::sender::spawn(&config, store.clone(), shutdown.clone())?;
     let smtp = crate::intake::smtp::SmtpServer::bind(live.clone(), store.clone(), shutdown.clone()).await?;
     let smtp = {
         let readiness = readiness.clone();
@@ -62,6 +63,9 @@ pub async fn run(config: Arc<Config>, config_path: PathBuf, store: Arc<dyn Store
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = scheduler.await;
         let _ = http.await;
+        if let Some(replies) = replies {
+            let _ = replies.await;
+        }
     })
     .await;
     info!("daemon_stopped");

@@ -403,6 +403,39 @@ impl store::RecorderQueue for PanickingStore {
     }
 }
 
+#[async_trait::async_trait]
+impl store::ReplyQueue for PanickingStore {
+    async fn claim_due_replies(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: chrono::TimeDelta,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<store::ClaimedReply>, store::StoreError> {
+        self.0.claim_due_replies(worker, limit, lease, now).await
+    }
+    async fn reply_sent(
+        &self,
+        id: i64,
+        worker: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, store::StoreError> {
+        self.0.reply_sent(id, worker, now).await
+    }
+    async fn reply_deferred(
+        &self,
+        id: i64,
+        worker: &str,
+        error: &str,
+        retry_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, store::StoreError> {
+        self.0.reply_deferred(id, worker, error, retry_at).await
+    }
+    async fn reply_failed(&self, id: i64, worker: &str, error: &str) -> Result<bool, store::StoreError> {
+        self.0.reply_failed(id, worker, error).await
+    }
+}
+
 #[tokio::test]
 async fn a_panic_while_processing_fails_the_message_not_the_process() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,6 +80,12 @@ fn keep_startup_keys(running: &Config, new: &mut Config) -> Vec<&'static str> {
         changed.push("recorders");
         new.recorders = running.recorders.clone();
     }
+    // The reply sender is started (or not) with its relay at start-up; queueing follows it.
+    let notify = |c: &Config| (serde_json::to_value(&c.notify).ok(), c.notify.password.clone());
+    if notify(new) != notify(running) {
+        changed.push("notify");
+        new.notify = running.notify.clone();
+    }
     changed
 }
 
@@ -117,5 +123,13 @@ mod tests {
         assert_eq!(now.smtp.max_sessions, 10);
         assert!(now.recorders.tokens.is_empty());
         assert_eq!(now.smtp.max_recipients, 5, "the rest of the file is applied");
+    }
+
+    #[test]
+    fn the_reply_relay_is_bound_at_startup() {
+        let live = LiveConfig::new(config(""));
+        let restart = live.replace(config("[notify]\nenabled = true\nrelay_host = \"smtp.acme.com\""));
+        assert_eq!(restart, ["notify"]);
+        assert!(!live.current().notify.enabled, "no reply is queued that no sender would send");
     }
 }

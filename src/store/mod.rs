@@ -6,9 +6,12 @@ mod jobs;
 mod postgres;
 mod postgres_lease;
 mod postgres_queue;
+mod postgres_replies;
 mod queue;
+mod replies;
 mod sqlite;
 mod sqlite_queue;
+mod sqlite_replies;
 
 use std::sync::Arc;
 
@@ -25,6 +28,7 @@ pub use queue::{
     is_finished, ClaimFilter, ClaimedJob, CompleteOutcome, DeclineOutcome, FailOutcome, FinalFailure, HeartbeatOutcome,
     RecorderQueue, Refusal, RetryPolicy,
 };
+pub use replies::{ClaimedReply, Enqueued, ReplyDraft, ReplyOutcome, ReplyQueue};
 pub use sqlite::SqliteStore;
 
 /// Why the store could not do what was asked.
@@ -124,6 +128,8 @@ pub struct NewMessage {
 pub struct StoredMessage {
     pub id: i64,
     pub raw: Vec<u8>,
+    /// MAIL FROM as given (`""` for the null sender), when the message came by SMTP.
+    pub envelope_from: Option<String>,
     pub envelope_rcpts: Vec<String>,
     pub received_at: DateTime<Utc>,
     pub status: String,
@@ -177,6 +183,8 @@ pub struct EventOutcome {
     pub decision: Decision,
     /// Changes to the UID's jobs.
     pub job_changes: Vec<JobChange>,
+    /// The reply to the requester about this outcome, queued with it.
+    pub reply: Option<ReplyDraft>,
 }
 
 /// The pure step the store runs inside its transaction.
@@ -210,6 +218,8 @@ pub struct RecordedEvent {
     pub outcome: EventOutcome,
     /// The jobs `outcome.job_changes`' creations ended up on, in order.
     pub created: Vec<CreatedJob>,
+    /// What queueing `outcome.reply` did, when there was one.
+    pub reply: Option<Enqueued>,
 }
 
 /// A capture job, as `invited jobs --json` prints it.
@@ -294,7 +304,7 @@ impl DecisionRow {
 }
 
 #[async_trait]
-pub trait Store: RecorderQueue + Send + Sync {
+pub trait Store: RecorderQueue + ReplyQueue + Send + Sync {
     /// Stores the raw message durably (committed, fsync'd) and returns its id; the same
     /// bytes stored again return the existing id.
     async fn spool_message(&self, message: &NewMessage) -> Result<Spooled, StoreError> {

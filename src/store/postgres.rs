@@ -97,13 +97,14 @@ impl Store for PgStore {
     }
 
     async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
-        let row: Option<(i64, Vec<u8>, String, DateTime<Utc>, String)> =
-            sqlx::query_as("SELECT id, raw, envelope_rcpts, received_at, status FROM messages WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|(id, raw, rcpts, received_at, status)| {
-            Ok(StoredMessage { id, raw, envelope_rcpts: from_json(&rcpts)?, received_at, status })
+        let row: Option<(i64, Vec<u8>, Option<String>, String, DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT id, raw, envelope_from, envelope_rcpts, received_at, status FROM messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(id, raw, envelope_from, rcpts, received_at, status)| {
+            Ok(StoredMessage { id, raw, envelope_from, envelope_rcpts: from_json(&rcpts)?, received_at, status })
         })
         .transpose()
     }
@@ -186,8 +187,12 @@ impl Store for PgStore {
         .await?;
 
         let created = apply_job_changes(&mut PgJobs(&mut tx), key, &outcome.job_changes, now).await?;
+        let reply = match &outcome.reply {
+            Some(draft) => Some(super::postgres_replies::enqueue(&mut tx, key, message_id, draft, now).await?),
+            None => None,
+        };
         tx.commit().await?;
-        Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created })
+        Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created, reply })
     }
 
     async fn uids_to_replan(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>, StoreError> {
