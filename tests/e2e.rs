@@ -434,6 +434,9 @@ impl store::ReplyQueue for PanickingStore {
     async fn reply_failed(&self, id: i64, worker: &str, error: &str) -> Result<bool, store::StoreError> {
         self.0.reply_failed(id, worker, error).await
     }
+    async fn replies_waiting(&self) -> Result<i64, store::StoreError> {
+        self.0.replies_waiting().await
+    }
 }
 
 #[tokio::test]

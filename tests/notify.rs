@@ -379,6 +379,7 @@ async fn a_relay_that_is_down_delays_the_reply_until_it_is_back() {
     let state = replies(&db_url).await;
     assert_eq!((state[0].0.as_str(), state[0].2), ("queued", 1), "{state:?}");
     assert!(state[0].3.as_deref().is_some_and(|e| !e.is_empty()), "the relay's error is kept: {state:?}");
+    assert_eq!(store.replies_waiting().await.expect("waiting"), 1, "the reply waits in the queue");
     // Backoff: 60 s after the first failure, then 120 s after the second.
     assert_eq!(sender.send_due(now + TimeDelta::seconds(59)).await.expect("pass"), 0);
     assert_eq!(sender.send_due(now + TimeDelta::seconds(60)).await.expect("pass"), 1);
@@ -390,6 +391,7 @@ async fn a_relay_that_is_down_delays_the_reply_until_it_is_back() {
     assert_eq!(received.len(), 1);
     assert_eq!(parse(&received[0].0).subject, "Will be recorded: Quarterly review");
     assert_eq!(replies(&db_url).await[0].0, "sent");
+    assert_eq!(store.replies_waiting().await.expect("waiting"), 0, "nothing waits once it is sent");
     inbox.stop().await;
 }
 

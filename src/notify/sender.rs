@@ -161,6 +161,7 @@ impl ReplySender {
             Ok(m) => m,
             Err(e) => {
                 error!(reply_id = reply.id, tenant = %reply.tenant, recipient = %reply.recipient, error_code = "bad_reply", error = %e, "reply_failed");
+                crate::metrics::reply_handled("failed");
                 self.store.reply_failed(reply.id, &self.worker, &e).await?;
                 return Ok(());
             }
@@ -168,15 +169,18 @@ impl ReplySender {
         match self.transport.send(message).await {
             Ok(_) => {
                 info!(reply_id = reply.id, tenant = %reply.tenant, recipient = %reply.recipient, attempts = reply.attempts, "reply_sent");
+                crate::metrics::reply_handled("sent");
                 self.store.reply_sent(reply.id, &self.worker, now).await?;
             }
             Err(e) if e.is_permanent() => {
                 error!(reply_id = reply.id, tenant = %reply.tenant, recipient = %reply.recipient, attempts = reply.attempts, error_code = "relay_refused", error = %e, "reply_failed");
+                crate::metrics::reply_handled("failed");
                 self.store.reply_failed(reply.id, &self.worker, &e.to_string()).await?;
             }
             Err(e) => {
                 let retry_at = now + backoff(self.retry_base, self.retry_max, reply.attempts);
                 warn!(reply_id = reply.id, tenant = %reply.tenant, recipient = %reply.recipient, attempts = reply.attempts, retry_at = %retry_at.to_rfc3339(), error_code = "relay_unavailable", error = %e, "reply_deferred");
+                crate::metrics::reply_handled("retrying");
                 self.store.reply_deferred(reply.id, &self.worker, &e.to_string(), retry_at).await?;
             }
         }
@@ -201,6 +205,10 @@ impl ReplySender {
                     false
                 }
             };
+            match self.store.replies_waiting().await {
+                Ok(waiting) => crate::metrics::reply_queue_length(usize::try_from(waiting).unwrap_or(0)),
+                Err(e) => warn!(error_code = e.code(), error = %e, "reply_queue_failed"),
+            }
             if full {
                 continue;
             }

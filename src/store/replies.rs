@@ -120,4 +120,7 @@ pub trait ReplyQueue: Send + Sync {
     /// The relay refused the reply for good (a 5xx, a bad address): `failed`. False when
     /// `worker` no longer held it.
     async fn reply_failed(&self, id: i64, worker: &str, error: &str) -> Result<bool, StoreError>;
+
+    /// Replies not sent yet: queued, or being sent (the `invited_reply_queue_length` gauge).
+    async fn replies_waiting(&self) -> Result<i64, StoreError>;
 }

@@ -154,6 +154,13 @@ impl ReplyQueue for SqliteStore {
         Ok(done == 1)
     }
 
+    async fn replies_waiting(&self) -> Result<i64, StoreError> {
+        let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replies WHERE state IN ('queued', 'sending')")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(waiting)
+    }
+
     async fn reply_failed(&self, id: i64, worker: &str, error: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE replies SET state = 'failed', lease_until = NULL, last_error = ?
