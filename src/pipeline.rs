@@ -2,7 +2,9 @@
 //! state → eligibility → jobs. `explain` runs them without writing; `process_message`
 //! runs them against the store.
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
+use std::sync::{LazyLock, Mutex};
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
@@ -378,8 +380,11 @@ impl IngestError {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProcessReport {
     pub message_id: i64,
-    /// The same bytes had already been received and processed.
+    /// The message had already been processed (the same bytes received again, or a second
+    /// run over a message another run finished): nothing was done.
     pub duplicate_message: bool,
+    /// Another run in this process is processing the message right now: nothing was done.
+    pub already_processing: bool,
     pub tenants: Vec<String>,
     pub reasons: Vec<Reason>,
     pub versions_stored: usize,
@@ -472,12 +477,20 @@ pub async fn process_message(
     message_id: i64,
     now: DateTime<Utc>,
 ) -> Result<ProcessReport, IngestError> {
+    let Some(_claim) = InFlight::claim(message_id) else {
+        debug!(message_id, "message_already_processing");
+        return Ok(ProcessReport { message_id, already_processing: true, ..ProcessReport::default() });
+    };
     let started = std::time::Instant::now();
     let message = store.load_message(message_id).await;
     crate::metrics::store_latency("load_message", started.elapsed());
     let Some(message) = message? else {
         return Err(IngestError::NotMail(format!("message {message_id} is not in the store")));
     };
+    if message.status == "processed" {
+        debug!(message_id, "message_already_processed");
+        return Ok(ProcessReport { message_id, duplicate_message: true, ..ProcessReport::default() });
+    }
     // A panic on one hostile mail must not take the daemon (or a batch ingest) down with it.
     let result =
         AssertUnwindSafe(process_loaded(store, config, message_id, &message.raw, &message.envelope_rcpts, now))
@@ -502,6 +515,27 @@ pub async fn process_message(
         Err(e) => warn!(message_id, error_code = e.code(), error = %e, "message_deferred"),
     }
     result
+}
+
+/// Messages this process is processing now. The SMTP workers and the scheduler's resume
+/// tick can reach the same message at once; the second leaves it to the first instead of
+/// deciding it twice.
+static IN_FLIGHT: LazyLock<Mutex<HashSet<i64>>> = LazyLock::new(Mutex::default);
+
+/// A message claimed for processing in this process; given back on drop (a panic too).
+struct InFlight(i64);
+
+impl InFlight {
+    fn claim(message_id: i64) -> Option<InFlight> {
+        let mut set = IN_FLIGHT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        set.insert(message_id).then(|| InFlight(message_id))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.0);
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
