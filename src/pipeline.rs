@@ -12,11 +12,15 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{debug, error, info, warn};
 
+use crate::auth::AuthVerdict;
 use crate::conference::{self, Conference, ConsentLink};
 use crate::config::{Config, SenderAuth, Tenant};
+use crate::dmarc::{self, Checked, SmtpClient};
 use crate::eligibility::{self, Decision, Facts, Reason, ReasonCode, Requester, Timing};
+use crate::intake::smtp::received;
 use crate::model::{EventVersion, Extracted};
 use crate::schedule::{self, JobChange, Occurrence};
+use crate::store::StoredMessage;
 use crate::store::{CreatedJob, EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError};
 use crate::{auth, ics, mime, state};
 
@@ -157,8 +161,12 @@ fn from_authenticated(tenant: &Tenant, extracted: &Extracted) -> bool {
             debug!(tenant = %tenant.id, from, authenticated = verdict.authenticated, reason = %verdict.reason, "sender_auth");
             verdict.authenticated
         }
-        // Refused at load (config.rs); should it ever get here, From is not believed.
-        SenderAuth::Dmarc => false,
+        // Checked while processing (`check_sender`); not checked yet means not believed.
+        SenderAuth::Dmarc => {
+            let verdict = extracted.dmarc.as_ref();
+            debug!(tenant = %tenant.id, authenticated = verdict.is_some_and(|v| v.authenticated), reason = verdict.map_or("not checked", |v| v.reason.as_str()), "sender_auth");
+            verdict.is_some_and(|v| v.authenticated)
+        }
     }
 }
 
@@ -285,9 +293,41 @@ pub fn requester_for(tenant: &Tenant, extracted: &Extracted, event: Option<&Even
     )
 }
 
-/// Steps 2–6 without writing anything: what would happen to this mail now.
+/// Steps 2–6 without writing anything: what would happen to this mail now. Without DNS, so
+/// for `sender_auth = "dmarc"` the From is not believed; see [`explain_checked`].
 pub fn explain(config: &Config, raw: &[u8], envelope_rcpts: &[String], now: DateTime<Utc>) -> Explanation {
-    let reading = read_message(config, raw, envelope_rcpts);
+    explain_read(config, read_message(config, raw, envelope_rcpts), now)
+}
+
+/// [`explain`] with the DKIM/DMARC check of `sender_auth = "dmarc"` (DNS lookups; no SPF,
+/// as no SMTP client is known). A DNS failure shows as not authenticated, with the reason
+/// in the log.
+pub async fn explain_checked(
+    config: &Config,
+    raw: &[u8],
+    envelope_rcpts: &[String],
+    now: DateTime<Utc>,
+) -> Explanation {
+    let mut reading = read_message(config, raw, envelope_rcpts);
+    if needs_dmarc(&reading) {
+        let verdict = match dmarc::shared(&config.server.hostname) {
+            Ok(verifier) => match verifier.check(raw, None).await {
+                Checked::Verdict(v) => v,
+                Checked::TempError(e) => AuthVerdict { authenticated: false, reason: e },
+            },
+            Err(e) => AuthVerdict { authenticated: false, reason: e.to_string() },
+        };
+        info!(authenticated = verdict.authenticated, reason = %verdict.reason, "sender_checked");
+        reading.extracted.dmarc = Some(verdict);
+    }
+    explain_read(config, reading, now)
+}
+
+fn needs_dmarc(reading: &Reading) -> bool {
+    reading.tenants.iter().any(|t| matches!(t.sender_auth, SenderAuth::Dmarc))
+}
+
+fn explain_read(config: &Config, reading: Reading, now: DateTime<Utc>) -> Explanation {
     let tenant = reading.tenants.first().copied();
     let tz = tenant.map_or(chrono_tz::UTC, |t| t.timezone());
     let (events, without_uid, problems) = read_events(config, &reading.extracted, tz);
@@ -354,6 +394,10 @@ pub enum IngestError {
     TooLarge { size: usize, limit: usize },
     #[error("not a mail message: {0}")]
     NotMail(String),
+    /// The sender check of `sender_auth = "dmarc"` met a DNS failure; the message stays
+    /// stored and unprocessed, and is tried again.
+    #[error("sender authentication deferred: {0}")]
+    SenderAuthDeferred(String),
     /// A bug met this mail. The message stays stored, marked failed, for `reprocess`.
     #[error("processing panicked: {0}")]
     Panicked(String),
@@ -366,12 +410,23 @@ impl IngestError {
         match self {
             IngestError::TooLarge { .. } => "message_too_large",
             IngestError::NotMail(_) => "not_mail",
+            IngestError::SenderAuthDeferred(_) => "sender_auth_temperror",
             IngestError::Panicked(_) => "panicked",
             IngestError::Store(e) => e.code(),
         }
     }
 
     pub fn is_transient(&self) -> bool {
+        match self {
+            IngestError::Store(e) => e.is_transient(),
+            IngestError::SenderAuthDeferred(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the store itself is struggling, so that going on with other messages now is
+    /// pointless.
+    pub fn is_store_unavailable(&self) -> bool {
         matches!(self, IngestError::Store(e) if e.is_transient())
     }
 }
@@ -492,11 +547,10 @@ pub async fn process_message(
         return Ok(ProcessReport { message_id, duplicate_message: true, ..ProcessReport::default() });
     }
     // A panic on one hostile mail must not take the daemon (or a batch ingest) down with it.
-    let result =
-        AssertUnwindSafe(process_loaded(store, config, message_id, &message.raw, &message.envelope_rcpts, now))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(IngestError::Panicked(panic_message(panic.as_ref()))));
+    let result = AssertUnwindSafe(process_loaded(store, config, &message, now))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(IngestError::Panicked(panic_message(panic.as_ref()))));
     match &result {
         Ok(report) => {
             let outcome = serde_json::to_value(report).unwrap_or_default();
@@ -546,15 +600,57 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// A message whose sender check keeps failing on DNS is deferred for this long after its
+/// arrival; after that it is decided with its From not authenticated.
+pub const SENDER_AUTH_RETRY_HOURS: i64 = 24;
+
+/// The `sender_auth = "dmarc"` verdict on a stored message: DKIM, and SPF for the client our
+/// SMTP intake recorded in its `Received:` header.
+async fn check_sender(
+    config: &Config,
+    message: &StoredMessage,
+    now: DateTime<Utc>,
+) -> Result<AuthVerdict, IngestError> {
+    let client = match message.source {
+        Source::Smtp => received::client_of(&message.raw).map(|(helo, ip)| SmtpClient {
+            ip,
+            helo,
+            mail_from: message.envelope_from.clone().unwrap_or_default(),
+        }),
+        Source::File | Source::Imap => None,
+    };
+    let checked = match dmarc::shared(&config.server.hostname) {
+        Ok(verifier) => verifier.check(&message.raw, client.as_ref()).await,
+        Err(e) => Checked::TempError(e.to_string()),
+    };
+    let message_id = message.id;
+    match checked {
+        Checked::Verdict(v) => {
+            info!(message_id, authenticated = v.authenticated, spf_checked = client.is_some(), reason = %v.reason, "sender_checked");
+            Ok(v)
+        }
+        Checked::TempError(e) if now - message.received_at < chrono::Duration::hours(SENDER_AUTH_RETRY_HOURS) => {
+            Err(IngestError::SenderAuthDeferred(e))
+        }
+        Checked::TempError(e) => {
+            let reason = format!("{e}; still failing {SENDER_AUTH_RETRY_HOURS} h after arrival, so not authenticated");
+            warn!(message_id, authenticated = false, reason = %reason, "sender_checked");
+            Ok(AuthVerdict { authenticated: false, reason })
+        }
+    }
+}
+
 async fn process_loaded(
     store: &dyn Store,
     config: &Config,
-    message_id: i64,
-    raw: &[u8],
-    envelope_rcpts: &[String],
+    message: &StoredMessage,
     now: DateTime<Utc>,
 ) -> Result<ProcessReport, IngestError> {
-    let reading = read_message(config, raw, envelope_rcpts);
+    let message_id = message.id;
+    let mut reading = read_message(config, &message.raw, &message.envelope_rcpts);
+    if needs_dmarc(&reading) {
+        reading.extracted.dmarc = Some(check_sender(config, message, now).await?);
+    }
     let mut report = ProcessReport {
         message_id,
         tenants: reading.tenants.iter().map(|t| t.id.clone()).collect(),

@@ -105,6 +105,16 @@ impl Source {
             Source::Imap => "imap",
         }
     }
+
+    /// The value of a `source` column.
+    pub(crate) fn from_column(s: &str) -> Result<Source, StoreError> {
+        match s {
+            "file" => Ok(Source::File),
+            "smtp" => Ok(Source::Smtp),
+            "imap" => Ok(Source::Imap),
+            other => Err(StoreError::Corrupt(format!("unknown message source {other:?}"))),
+        }
+    }
 }
 
 /// A message to spool.
@@ -127,6 +137,9 @@ pub struct StoredMessage {
     pub envelope_rcpts: Vec<String>,
     pub received_at: DateTime<Utc>,
     pub status: String,
+    pub source: Source,
+    /// MAIL FROM (empty for the null sender), when the message came with an envelope.
+    pub envelope_from: Option<String>,
 }
 
 /// The outcome of spooling: the message's id, and whether these bytes were new.
