@@ -532,7 +532,7 @@ pub async fn process_message(
     message_id: i64,
     now: DateTime<Utc>,
 ) -> Result<ProcessReport, IngestError> {
-    let Some(_claim) = InFlight::claim(message_id) else {
+    let Some(_claim) = InFlight::claim(store, message_id) else {
         debug!(message_id, "message_already_processing");
         return Ok(ProcessReport { message_id, already_processing: true, ..ProcessReport::default() });
     };
@@ -574,15 +574,18 @@ pub async fn process_message(
 /// Messages this process is processing now. The SMTP workers and the scheduler's resume
 /// tick can reach the same message at once; the second leaves it to the first instead of
 /// deciding it twice.
-static IN_FLIGHT: LazyLock<Mutex<HashSet<i64>>> = LazyLock::new(Mutex::default);
+/// Keyed by the store's address too, as ids are per store and a process (a test) may hold
+/// several stores.
+static IN_FLIGHT: LazyLock<Mutex<HashSet<(usize, i64)>>> = LazyLock::new(Mutex::default);
 
 /// A message claimed for processing in this process; given back on drop (a panic too).
-struct InFlight(i64);
+struct InFlight((usize, i64));
 
 impl InFlight {
-    fn claim(message_id: i64) -> Option<InFlight> {
+    fn claim(store: &dyn Store, message_id: i64) -> Option<InFlight> {
+        let key = (std::ptr::from_ref(store).cast::<()>() as usize, message_id);
         let mut set = IN_FLIGHT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        set.insert(message_id).then(|| InFlight(message_id))
+        set.insert(key).then(|| InFlight(key))
     }
 }
 
