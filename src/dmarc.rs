@@ -126,18 +126,7 @@ impl Verifier {
         self.seed_txt(name, Txt::Error(Error::Dns(DnsError::Resolver(format!("SERVFAIL for {name}")))));
     }
 
-    fn params<P>(
-        &self,
-        params: P,
-    ) -> Parameters<
-        '_,
-        P,
-        Cache<Box<str>, Txt>,
-        Cache<Box<str>, RecordSet<MX>>,
-        Cache<Box<str>, RecordSet<Ipv4Addr>>,
-        Cache<Box<str>, RecordSet<Ipv6Addr>>,
-        Cache<IpAddr, RecordSet<Box<str>>>,
-    > {
+    fn params<P>(&self, params: P) -> CachedParameters<'_, P> {
         Parameters::new(params)
             .with_txt_cache(&self.txt)
             .with_mx_cache(&self.mx)
@@ -200,6 +189,17 @@ impl Verifier {
         }
     }
 }
+
+/// mail-auth's lookup parameters with our caches.
+type CachedParameters<'x, P> = Parameters<
+    'x,
+    P,
+    Cache<Box<str>, Txt>,
+    Cache<Box<str>, RecordSet<MX>>,
+    Cache<Box<str>, RecordSet<Ipv4Addr>>,
+    Cache<Box<str>, RecordSet<Ipv6Addr>>,
+    Cache<IpAddr, RecordSet<Box<str>>>,
+>;
 
 /// What DKIM and SPF found, for reasons and for the no-record case.
 struct Seen<'a> {

@@ -93,7 +93,7 @@ mod tests {
                 protocol: "ESMTP",
                 id: "1.1",
                 rcpts: &[],
-                date: date.clone().expect("date"),
+                date: date.expect("date"),
             });
             let raw = format!("{h}From: a@acme.com\r\n\r\nbody\r\n");
             assert_eq!(client_of(raw.as_bytes()), Some((want_helo.to_string(), peer.parse().expect("ip"))), "{h}");
