@@ -153,7 +153,7 @@ fn domain_of(value: &str) -> Option<String> {
 /// Relaxed alignment without a public-suffix list: equal, or one is a subdomain of the other
 /// on a dot boundary. The parent must itself contain a dot, so that a bare TLD (`com`) never
 /// aligns with everything below it.
-fn aligned(a: &str, b: &str) -> bool {
+pub(crate) fn aligned(a: &str, b: &str) -> bool {
     a == b || is_subdomain(a, b) || is_subdomain(b, a)
 }
 

@@ -103,7 +103,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Explain { rcpt, now, json, file } => {
             let raw = read_input(&file)?;
-            let explanation = pipeline::explain(&config, &raw, &rcpt, parse_now(now.as_deref())?);
+            let explanation = pipeline::explain_checked(&config, &raw, &rcpt, parse_now(now.as_deref())?).await;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &explanation)?;

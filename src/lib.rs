@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod conference;
 pub mod config;
+pub mod dmarc;
 pub mod eligibility;
 pub mod http;
 pub mod ics;

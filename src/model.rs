@@ -38,6 +38,8 @@ pub struct Extracted {
     pub calendars: Vec<CalendarPart>,
     /// Damage noticed while walking the MIME tree (limits hit, unreadable parts).
     pub problems: Vec<String>,
+    /// Our own DKIM/SPF/DMARC verdict on From (`sender_auth = "dmarc"`), once checked.
+    pub dmarc: Option<crate::auth::AuthVerdict>,
 }
 
 /// An ORGANIZER property.

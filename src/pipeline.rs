@@ -2,7 +2,9 @@
 //! state → eligibility → jobs. `explain` runs them without writing; `process_message`
 //! runs them against the store.
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
+use std::sync::{LazyLock, Mutex};
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
@@ -10,9 +12,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{debug, error, info, warn};
 
+use crate::auth::AuthVerdict;
 use crate::conference::{self, Conference, ConsentLink};
 use crate::config::{Config, SenderAuth, Tenant};
+use crate::dmarc::{self, Checked, SmtpClient};
 use crate::eligibility::{self, Decision, Facts, Reason, ReasonCode, Requester, Timing};
+use crate::intake::smtp::received;
 use crate::model::{EventVersion, Extracted};
 use crate::schedule::{self, JobChange, Occurrence};
 use crate::store::Enqueued;
@@ -158,8 +163,12 @@ fn from_authenticated(tenant: &Tenant, extracted: &Extracted) -> bool {
             debug!(tenant = %tenant.id, from, authenticated = verdict.authenticated, reason = %verdict.reason, "sender_auth");
             verdict.authenticated
         }
-        // Refused at load (config.rs); should it ever get here, From is not believed.
-        SenderAuth::Dmarc => false,
+        // Checked while processing (`check_sender`); not checked yet means not believed.
+        SenderAuth::Dmarc => {
+            let verdict = extracted.dmarc.as_ref();
+            debug!(tenant = %tenant.id, authenticated = verdict.is_some_and(|v| v.authenticated), reason = verdict.map_or("not checked", |v| v.reason.as_str()), "sender_auth");
+            verdict.is_some_and(|v| v.authenticated)
+        }
     }
 }
 
@@ -286,9 +295,41 @@ pub fn requester_for(tenant: &Tenant, extracted: &Extracted, event: Option<&Even
     )
 }
 
-/// Steps 2–6 without writing anything: what would happen to this mail now.
+/// Steps 2–6 without writing anything: what would happen to this mail now. Without DNS, so
+/// for `sender_auth = "dmarc"` the From is not believed; see [`explain_checked`].
 pub fn explain(config: &Config, raw: &[u8], envelope_rcpts: &[String], now: DateTime<Utc>) -> Explanation {
-    let reading = read_message(config, raw, envelope_rcpts);
+    explain_read(config, read_message(config, raw, envelope_rcpts), now)
+}
+
+/// [`explain`] with the DKIM/DMARC check of `sender_auth = "dmarc"` (DNS lookups; no SPF,
+/// as no SMTP client is known). A DNS failure shows as not authenticated, with the reason
+/// in the log.
+pub async fn explain_checked(
+    config: &Config,
+    raw: &[u8],
+    envelope_rcpts: &[String],
+    now: DateTime<Utc>,
+) -> Explanation {
+    let mut reading = read_message(config, raw, envelope_rcpts);
+    if needs_dmarc(&reading) {
+        let verdict = match dmarc::shared(&config.server.hostname) {
+            Ok(verifier) => match verifier.check(raw, None).await {
+                Checked::Verdict(v) => v,
+                Checked::TempError(e) => AuthVerdict { authenticated: false, reason: e },
+            },
+            Err(e) => AuthVerdict { authenticated: false, reason: e.to_string() },
+        };
+        info!(authenticated = verdict.authenticated, reason = %verdict.reason, "sender_checked");
+        reading.extracted.dmarc = Some(verdict);
+    }
+    explain_read(config, reading, now)
+}
+
+fn needs_dmarc(reading: &Reading) -> bool {
+    reading.tenants.iter().any(|t| matches!(t.sender_auth, SenderAuth::Dmarc))
+}
+
+fn explain_read(config: &Config, reading: Reading, now: DateTime<Utc>) -> Explanation {
     let tenant = reading.tenants.first().copied();
     let tz = tenant.map_or(chrono_tz::UTC, |t| t.timezone());
     let (events, without_uid, problems) = read_events(config, &reading.extracted, tz);
@@ -355,6 +396,10 @@ pub enum IngestError {
     TooLarge { size: usize, limit: usize },
     #[error("not a mail message: {0}")]
     NotMail(String),
+    /// The sender check of `sender_auth = "dmarc"` met a DNS failure; the message stays
+    /// stored and unprocessed, and is tried again.
+    #[error("sender authentication deferred: {0}")]
+    SenderAuthDeferred(String),
     /// A bug met this mail. The message stays stored, marked failed, for `reprocess`.
     #[error("processing panicked: {0}")]
     Panicked(String),
@@ -367,12 +412,23 @@ impl IngestError {
         match self {
             IngestError::TooLarge { .. } => "message_too_large",
             IngestError::NotMail(_) => "not_mail",
+            IngestError::SenderAuthDeferred(_) => "sender_auth_temperror",
             IngestError::Panicked(_) => "panicked",
             IngestError::Store(e) => e.code(),
         }
     }
 
     pub fn is_transient(&self) -> bool {
+        match self {
+            IngestError::Store(e) => e.is_transient(),
+            IngestError::SenderAuthDeferred(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the store itself is struggling, so that going on with other messages now is
+    /// pointless.
+    pub fn is_store_unavailable(&self) -> bool {
         matches!(self, IngestError::Store(e) if e.is_transient())
     }
 }
@@ -381,8 +437,11 @@ impl IngestError {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProcessReport {
     pub message_id: i64,
-    /// The same bytes had already been received and processed.
+    /// The message had already been processed (the same bytes received again, or a second
+    /// run over a message another run finished): nothing was done.
     pub duplicate_message: bool,
+    /// Another run in this process is processing the message right now: nothing was done.
+    pub already_processing: bool,
     pub tenants: Vec<String>,
     pub reasons: Vec<Reason>,
     pub versions_stored: usize,
@@ -475,12 +534,20 @@ pub async fn process_message(
     message_id: i64,
     now: DateTime<Utc>,
 ) -> Result<ProcessReport, IngestError> {
+    let Some(_claim) = InFlight::claim(store, message_id) else {
+        debug!(message_id, "message_already_processing");
+        return Ok(ProcessReport { message_id, already_processing: true, ..ProcessReport::default() });
+    };
     let started = std::time::Instant::now();
     let message = store.load_message(message_id).await;
     crate::metrics::store_latency("load_message", started.elapsed());
     let Some(message) = message? else {
         return Err(IngestError::NotMail(format!("message {message_id} is not in the store")));
     };
+    if message.status == "processed" {
+        debug!(message_id, "message_already_processed");
+        return Ok(ProcessReport { message_id, duplicate_message: true, ..ProcessReport::default() });
+    }
     // A panic on one hostile mail must not take the daemon (or a batch ingest) down with it.
     let result = AssertUnwindSafe(process_loaded(store, config, &message, now))
         .catch_unwind()
@@ -506,12 +573,76 @@ pub async fn process_message(
     result
 }
 
+/// Messages this process is processing now. The SMTP workers and the scheduler's resume
+/// tick can reach the same message at once; the second leaves it to the first instead of
+/// deciding it twice.
+/// Keyed by the store's address too, as ids are per store and a process (a test) may hold
+/// several stores.
+static IN_FLIGHT: LazyLock<Mutex<HashSet<(usize, i64)>>> = LazyLock::new(Mutex::default);
+
+/// A message claimed for processing in this process; given back on drop (a panic too).
+struct InFlight((usize, i64));
+
+impl InFlight {
+    fn claim(store: &dyn Store, message_id: i64) -> Option<InFlight> {
+        let key = (std::ptr::from_ref(store).cast::<()>() as usize, message_id);
+        let mut set = IN_FLIGHT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        set.insert(key).then(|| InFlight(key))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.0);
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// A message whose sender check keeps failing on DNS is deferred for this long after its
+/// arrival; after that it is decided with its From not authenticated.
+pub const SENDER_AUTH_RETRY_HOURS: i64 = 24;
+
+/// The `sender_auth = "dmarc"` verdict on a stored message: DKIM, and SPF for the client our
+/// SMTP intake recorded in its `Received:` header.
+async fn check_sender(
+    config: &Config,
+    message: &StoredMessage,
+    now: DateTime<Utc>,
+) -> Result<AuthVerdict, IngestError> {
+    let client = match message.source {
+        Source::Smtp => received::client_of(&message.raw).map(|(helo, ip)| SmtpClient {
+            ip,
+            helo,
+            mail_from: message.envelope_from.clone().unwrap_or_default(),
+        }),
+        Source::File | Source::Imap => None,
+    };
+    let checked = match dmarc::shared(&config.server.hostname) {
+        Ok(verifier) => verifier.check(&message.raw, client.as_ref()).await,
+        Err(e) => Checked::TempError(e.to_string()),
+    };
+    let message_id = message.id;
+    match checked {
+        Checked::Verdict(v) => {
+            info!(message_id, authenticated = v.authenticated, spf_checked = client.is_some(), reason = %v.reason, "sender_checked");
+            Ok(v)
+        }
+        Checked::TempError(e) if now - message.received_at < chrono::Duration::hours(SENDER_AUTH_RETRY_HOURS) => {
+            Err(IngestError::SenderAuthDeferred(e))
+        }
+        Checked::TempError(e) => {
+            let reason = format!("{e}; still failing {SENDER_AUTH_RETRY_HOURS} h after arrival, so not authenticated");
+            warn!(message_id, authenticated = false, reason = %reason, "sender_checked");
+            Ok(AuthVerdict { authenticated: false, reason })
+        }
+    }
 }
 
 async fn process_loaded(
@@ -521,7 +652,10 @@ async fn process_loaded(
     now: DateTime<Utc>,
 ) -> Result<ProcessReport, IngestError> {
     let message_id = message.id;
-    let reading = read_message(config, &message.raw, &message.envelope_rcpts);
+    let mut reading = read_message(config, &message.raw, &message.envelope_rcpts);
+    if needs_dmarc(&reading) {
+        reading.extracted.dmarc = Some(check_sender(config, message, now).await?);
+    }
     let reply_headers = notify::guard::read_reply_headers(&message.raw);
     let mail = notify::MailToAnswer {
         headers: &reply_headers,

@@ -141,7 +141,7 @@ async fn resume_unfinished(config: &Config, store: &dyn Store, now: DateTime<Utc
         info!(message_id = id, "message_resumed");
         // process_message logs and records its own failures; a struggling store is retried
         // with the rest of the messages on the next tick.
-        if pipeline::process_message(store, config, id, now).await.is_err_and(|e| e.is_transient()) {
+        if pipeline::process_message(store, config, id, now).await.is_err_and(|e| e.is_store_unavailable()) {
             return;
         }
     }

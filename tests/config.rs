@@ -39,7 +39,6 @@ fn mistakes_name_the_key_and_the_problem() {
         (format!("[server]\nsmtp_port = 25\n{TENANT}"), "smtp_port"),
         (format!("{TENANT}default_timezone = \"Mars/Olympus\"\n"), "default_timezone"),
         (format!("{TENANT}sender_auth = \"maybe\"\n"), "sender_auth"),
-        (format!("{TENANT}sender_auth = \"dmarc\"\n"), "sender_auth"),
         (
             format!("{TENANT}[[tenants.users]]\nemail = \"u@x.example\"\nconsent_profile = \"nope\"\n"),
             "consent_profile",

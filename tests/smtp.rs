@@ -497,6 +497,76 @@ async fn concurrent_sessions_per_ip_limit() {
     assert!(r.starts_with("421 4.7.0") && r.contains("your address"), "{r}");
 }
 
+/// A log layer that panics, once, inside the session that logs an `unknown_command`
+/// refusal: a panic in the middle of a session's own code, as a bug would cause one.
+struct PanicOnUnknownCommand(Arc<std::sync::atomic::AtomicBool>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicOnUnknownCommand {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Reason(bool);
+        impl tracing::field::Visit for Reason {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.0 |= field.name() == "reason" && value == "unknown_command";
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut reason = Reason(false);
+        event.record(&mut reason);
+        if reason.0 && !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            panic!("injected panic in an SMTP session");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_one_session_ends_only_that_session() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let panicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The test runtime has one thread, which runs every session: the layer sees them all.
+    let _logs =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(PanicOnUnknownCommand(panicked.clone())));
+    // Two session slots: one for the session that stays open, one that the panicking
+    // session must give back.
+    let server = start(|c| {
+        c.smtp.max_sessions = 2;
+        c.smtp.max_sessions_per_ip = 2;
+    })
+    .await;
+    let mut a = server.client().await;
+    a.ehlo().await;
+    a.send(format!("MAIL FROM:<alice@acme.com>\r\nRCPT TO:<{ACME}>\r\n").as_bytes()).await;
+    a.expect("250").await;
+    a.expect("250").await;
+
+    let mut b = server.client().await;
+    b.ehlo().await;
+    b.send(b"PANIC NOW\r\n").await;
+    assert!(b.closed().await, "the panicking session's connection is closed");
+    assert!(panicked.load(std::sync::atomic::Ordering::SeqCst), "the session did panic");
+
+    // A new connection gets the freed slot and delivers.
+    let mut delivered = false;
+    for _ in 0..100 {
+        let mut c = Client::new(TcpStream::connect(server.addr).await.expect("connect"));
+        if c.code().await == 220 {
+            c.send(b"EHLO client.example.org\r\n").await;
+            assert!(send_message(&mut c, &message("after the panic")).await.starts_with("250"));
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(delivered, "no new session after the panic");
+    // The session that was open all along finishes its transaction.
+    assert_eq!(a.command("DATA").await.get(..3), Some("354"));
+    a.send(&message("open across the panic")).await;
+    a.send(b".\r\n").await;
+    a.expect("250").await;
+    assert_eq!(a.command("QUIT").await.get(..3), Some("221"));
+    assert!(!server.handle.is_finished(), "the server still runs");
+    assert_eq!(server.messages().await, 2);
+}
+
 // --- the store -----------------------------------------------------------------------------
 
 #[tokio::test]

@@ -109,6 +109,16 @@ impl Source {
             Source::Imap => "imap",
         }
     }
+
+    /// The value of a `source` column.
+    pub(crate) fn from_column(s: &str) -> Result<Source, StoreError> {
+        match s {
+            "file" => Ok(Source::File),
+            "smtp" => Ok(Source::Smtp),
+            "imap" => Ok(Source::Imap),
+            other => Err(StoreError::Corrupt(format!("unknown message source {other:?}"))),
+        }
+    }
 }
 
 /// A message to spool.
@@ -133,6 +143,7 @@ pub struct StoredMessage {
     pub envelope_rcpts: Vec<String>,
     pub received_at: DateTime<Utc>,
     pub status: String,
+    pub source: Source,
 }
 
 /// The outcome of spooling: the message's id, and whether these bytes were new.

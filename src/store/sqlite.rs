@@ -13,8 +13,8 @@ use sqlx::{Sqlite, Transaction};
 use super::jobs::{apply_job_changes, JobOps};
 use super::{
     from_json, json, parse_ts, plan_kind, slot_text, slot_value, ts, AppliedChanges, Decide, DecisionColumns,
-    DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Spooled, Store,
-    StoreError, StoredMessage, StoredVersion,
+    DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Source, Spooled,
+    Store, StoreError, StoredMessage, StoredVersion,
 };
 use crate::eligibility::{Flag, Requester};
 use crate::model::EventVersion;
@@ -101,20 +101,22 @@ impl Store for SqliteStore {
     }
 
     async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
-        let row: Option<(i64, Vec<u8>, Option<String>, String, String, String)> = sqlx::query_as(
-            "SELECT id, raw, envelope_from, envelope_rcpts, received_at, status FROM messages WHERE id = ?",
+        type Row = (i64, Vec<u8>, String, String, String, String, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT id, raw, envelope_rcpts, received_at, status, source, envelope_from FROM messages WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|(id, raw, envelope_from, rcpts, received_at, status)| {
+        row.map(|(id, raw, rcpts, received_at, status, source, envelope_from)| {
             Ok(StoredMessage {
                 id,
                 raw,
-                envelope_from,
                 envelope_rcpts: from_json(&rcpts)?,
                 received_at: parse_ts(&received_at)?,
                 status,
+                source: Source::from_column(&source)?,
+                envelope_from,
             })
         })
         .transpose()
