@@ -86,6 +86,29 @@ fn keep_startup_keys(running: &Config, new: &mut Config) -> Vec<&'static str> {
         changed.push("notify");
         new.notify = running.notify.clone();
     }
+    // The IMAP watchers are started with their mailboxes and `[imap]` timings.
+    let imap = |c: &Config| {
+        let mailboxes: Vec<_> = c
+            .tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    serde_json::to_value(&t.mailboxes).ok(),
+                    t.mailboxes.iter().map(|m| m.secret().map(str::to_owned)).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        (serde_json::to_value(&c.imap).ok(), mailboxes)
+    };
+    if imap(new) != imap(running) {
+        changed.push("imap");
+        new.imap = running.imap.clone();
+        for t in &mut new.tenants {
+            t.mailboxes =
+                running.tenants.iter().find(|r| r.id == t.id).map(|r| r.mailboxes.clone()).unwrap_or_default();
+        }
+    }
     changed
 }
 
