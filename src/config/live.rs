@@ -155,4 +155,23 @@ mod tests {
         assert_eq!(restart, ["notify"]);
         assert!(!live.current().notify.enabled, "no reply is queued that no sender would send");
     }
+
+    #[test]
+    fn imap_mailboxes_and_timings_need_a_restart() {
+        let mailbox = |folder: &str| {
+            format!(
+                "[[tenants]]\nid = \"acme\"\nassistant_addresses = [\"acme@assistant.example.com\"]\n\
+                 [[tenants.mailboxes]]\nhost = \"imap.acme.com\"\nusername = \"a@acme.com\"\npassword = \"pw\"\n\
+                 folder = \"{folder}\"\n"
+            )
+        };
+        let live = LiveConfig::new(Config::from_toml(&mailbox("INBOX")).expect("valid"));
+        let restart = live.replace(Config::from_toml(&mailbox("Invites")).expect("valid"));
+        assert_eq!(restart, ["imap"]);
+        assert_eq!(live.current().tenants[0].mailboxes[0].folder, "INBOX", "the watched folder stays");
+        let restart = live
+            .replace(Config::from_toml(&format!("[imap]\npoll_seconds = 60\n{}", mailbox("INBOX"))).expect("valid"));
+        assert_eq!(restart, ["imap"]);
+        assert_eq!(live.current().imap.poll_seconds, 120);
+    }
 }
