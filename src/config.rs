@@ -13,6 +13,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::ics::IcsLimits;
+use crate::intake::imap::{ImapConfig, MailboxConfig};
 use crate::intake::smtp::SmtpConfig;
 use crate::mime::MimeLimits;
 
@@ -26,7 +27,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/invited.toml";
 
 /// Sections whose keys may be overridden from the environment. Tenants are not:
 /// they are lists of tables, which environment variables express badly.
-const ENV_SECTIONS: [&str; 5] = ["server", "store", "scheduling", "limits", "smtp"];
+const ENV_SECTIONS: [&str; 6] = ["server", "store", "scheduling", "limits", "smtp", "imap"];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +47,8 @@ pub struct Config {
     /// Outcome replies to the requester (README.md, "Reply mail").
     #[serde(default)]
     pub notify: crate::notify::NotifyConfig,
+    #[serde(default)]
+    pub imap: ImapConfig,
     pub tenants: Vec<Tenant>,
 }
 
@@ -310,6 +313,9 @@ pub struct Tenant {
     /// Outcome replies to this tenant's requesters, when `[notify]` is enabled.
     #[serde(default = "default_replies")]
     pub replies: bool,
+    /// IMAP mailboxes `serve` watches for this tenant's mail.
+    #[serde(default)]
+    pub mailboxes: Vec<MailboxConfig>,
 }
 
 fn default_replies() -> bool {
@@ -425,6 +431,7 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(figment_message(e)))?;
         config.recorders.resolve_tokens()?;
         config.notify.resolve_password()?;
+        config.resolve_mailbox_passwords()?;
         config.validate()?;
         Ok(config)
     }
@@ -435,8 +442,19 @@ impl Config {
             Figment::new().merge(Toml::string(text)).extract().map_err(|e| ConfigError::Invalid(figment_message(e)))?;
         config.recorders.resolve_tokens()?;
         config.notify.resolve_password()?;
+        config.resolve_mailbox_passwords()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the mailboxes' `password_env` variables; a missing one is an error naming the key.
+    fn resolve_mailbox_passwords(&mut self) -> Result<(), ConfigError> {
+        for (i, t) in self.tenants.iter_mut().enumerate() {
+            for (j, m) in t.mailboxes.iter_mut().enumerate() {
+                m.resolve_password(&format!("tenants[{i}].mailboxes[{j}]")).map_err(ConfigError::Invalid)?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot: references, uniqueness, zone names.
@@ -476,6 +494,8 @@ impl Config {
         }
         self.recorders.validate()?;
         self.notify.validate()?;
+        self.imap.validate().map_err(ConfigError::Invalid)?;
+        let mut mailboxes = HashSet::new();
         let mut ids = HashSet::new();
         let mut addresses = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
@@ -531,6 +551,18 @@ impl Config {
                             format!("no consent profile named {p:?} in this tenant"),
                         );
                     }
+                }
+            }
+            for (j, m) in t.mailboxes.iter().enumerate() {
+                let mailbox = key(&format!("mailboxes[{j}]"));
+                m.validate(&mailbox).map_err(ConfigError::Invalid)?;
+                // Two watchers on one folder would race each other for its messages.
+                let watched = (m.host.to_ascii_lowercase(), m.port(), m.username.clone(), m.folder.clone());
+                if !mailboxes.insert(watched) {
+                    return bad(
+                        mailbox,
+                        format!("folder {:?} of {} on {} is listed twice", m.folder, m.username, m.host),
+                    );
                 }
             }
             for (name, profile) in &t.consent_profiles {

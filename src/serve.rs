@@ -1,6 +1,6 @@
 //! `invited serve`: the daemon. Resumes messages left half-done, runs the scheduler loop,
-//! the SMTP intake and the HTTP endpoint; SIGHUP reloads the configuration, SIGINT and
-//! SIGTERM stop it gracefully (style.md, "Shutdown").
+//! the SMTP intake, one IMAP watcher per mailbox and the HTTP endpoint; SIGHUP reloads the
+//! configuration, SIGINT and SIGTERM stop it gracefully (style.md, "Shutdown").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +47,7 @@ pub async fn run(config: Arc<Config>, config_path: PathBuf, store: Arc<dyn Store
             smtp.run().await
         })
     };
+    let imap = crate::intake::imap::spawn_watchers(live.clone(), store.clone(), shutdown.clone());
 
     loop {
         match signals.next().await {
@@ -65,6 +66,9 @@ pub async fn run(config: Arc<Config>, config_path: PathBuf, store: Arc<dyn Store
         let _ = http.await;
         if let Some(replies) = replies {
             let _ = replies.await;
+        }
+        for watcher in imap {
+            let _ = watcher.await;
         }
     })
     .await;

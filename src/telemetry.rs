@@ -39,6 +39,11 @@ fn unquoted(debug: &str) -> &str {
 /// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset.
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // async-imap traces every command it sends, LOGIN and its password included: never below info.
+    let filter = match "async_imap=info".parse() {
+        Ok(quiet) => filter.add_directive(quiet),
+        Err(_) => filter,
+    };
     // Colour only for a person at a terminal: a log file or journald gets plain key=value.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -80,3 +80,41 @@ fn missing_file_is_named() {
     let e = Config::load(Path::new("/nonexistent/invited.toml")).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/invited.toml"), "{e}");
 }
+
+const MAILBOX: &str = "[[tenants.mailboxes]]\nhost = \"imap.acme.com\"\nusername = \"assistant@acme.com\"\n";
+
+#[test]
+fn a_mailbox_takes_the_keys_of_the_issue() {
+    let toml = format!(
+        "{TENANT}{MAILBOX}port = 993\ntls = \"implicit\"\npassword = \"pw\"\nfolder = \"INBOX\"\n\
+         processed_folder = \"Processed\"\nca_file = \"\"\n"
+    );
+    let c = Config::from_toml(&toml).expect("a full mailbox entry loads");
+    let m = &c.tenants[0].mailboxes[0];
+    assert_eq!((m.port(), m.move_to(), m.ca_path()), (993, Some("Processed"), None));
+    assert_eq!(m.secret(), Some("pw"));
+    let toml = format!("{TENANT}{MAILBOX}password_env = \"INVITED_TEST_SURELY_UNSET_IMAP_PASSWORD\"\n");
+    assert!(error_of(&toml).contains("mailboxes[0].password_env"), "{}", error_of(&toml));
+}
+
+#[test]
+fn mailbox_mistakes_are_refused_at_load() {
+    let cases = [
+        // Plain IMAP only on loopback: the password would cross the network in clear.
+        (format!("{TENANT}{MAILBOX}tls = \"none\"\npassword = \"pw\"\n"), "loopback"),
+        (format!("{TENANT}{MAILBOX}tls = \"ssl\"\npassword = \"pw\"\n"), "tls"),
+        (format!("{TENANT}{MAILBOX}pasword = \"pw\"\n"), "pasword"),
+        (format!("{TENANT}{MAILBOX}"), "exactly one of `password` and `password_env`"),
+        (format!("{TENANT}{MAILBOX}password = \"pw\"\nprocessed_folder = \"INBOX\"\n"), "processed_folder"),
+        (format!("{TENANT}{MAILBOX}password = \"pw\"\nca_file = \"/nonexistent/ca.pem\"\n"), "ca_file"),
+        (format!("{TENANT}{MAILBOX}password = \"pw\"\n{MAILBOX}password = \"pw\"\n"), "listed twice"),
+        (format!("[imap]\nlease_retry_seconds = 600\n{TENANT}"), "imap.lease_retry_seconds"),
+    ];
+    for (toml, expected) in cases {
+        let e = error_of(&toml);
+        assert!(e.contains(expected), "{expected:?} not in {e:?}");
+        assert!(!e.contains("\"pw\""), "the password is not echoed: {e}");
+    }
+    let loopback = format!("{TENANT}[[tenants.mailboxes]]\nhost = \"127.0.0.1\"\nport = 143\ntls = \"none\"\nusername = \"u\"\npassword = \"pw\"\n");
+    Config::from_toml(&loopback).expect("plain IMAP on loopback is allowed");
+}

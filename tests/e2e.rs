@@ -352,6 +352,36 @@ impl Store for PanickingStore {
 }
 
 #[async_trait::async_trait]
+impl store::MailboxStore for PanickingStore {
+    async fn mailbox_state(&self, mailbox: &str) -> Result<Option<store::MailboxState>, store::StoreError> {
+        self.0.mailbox_state(mailbox).await
+    }
+    async fn start_mailbox(
+        &self,
+        mailbox: &str,
+        uid_validity: u32,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<store::MailboxStart, store::StoreError> {
+        self.0.start_mailbox(mailbox, uid_validity, now).await
+    }
+    async fn spool_from_mailbox(
+        &self,
+        mailbox: &str,
+        uid_validity: u32,
+        up_to_uid: u32,
+        messages: &[store::NewMessage],
+    ) -> Result<Vec<store::Spooled>, store::StoreError> {
+        self.0.spool_from_mailbox(mailbox, uid_validity, up_to_uid, messages).await
+    }
+    async fn try_lease_mailbox(
+        &self,
+        mailbox: &str,
+    ) -> Result<Option<Box<dyn store::MailboxLease>>, store::StoreError> {
+        self.0.try_lease_mailbox(mailbox).await
+    }
+}
+
+#[async_trait::async_trait]
 impl store::RecorderQueue for PanickingStore {
     async fn claim_due_jobs(
         &self,

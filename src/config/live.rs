@@ -86,6 +86,29 @@ fn keep_startup_keys(running: &Config, new: &mut Config) -> Vec<&'static str> {
         changed.push("notify");
         new.notify = running.notify.clone();
     }
+    // The IMAP watchers are started with their mailboxes and `[imap]` timings.
+    let imap = |c: &Config| {
+        let mailboxes: Vec<_> = c
+            .tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    serde_json::to_value(&t.mailboxes).ok(),
+                    t.mailboxes.iter().map(|m| m.secret().map(str::to_owned)).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        (serde_json::to_value(&c.imap).ok(), mailboxes)
+    };
+    if imap(new) != imap(running) {
+        changed.push("imap");
+        new.imap = running.imap.clone();
+        for t in &mut new.tenants {
+            t.mailboxes =
+                running.tenants.iter().find(|r| r.id == t.id).map(|r| r.mailboxes.clone()).unwrap_or_default();
+        }
+    }
     changed
 }
 
@@ -131,5 +154,24 @@ mod tests {
         let restart = live.replace(config("[notify]\nenabled = true\nrelay_host = \"smtp.acme.com\""));
         assert_eq!(restart, ["notify"]);
         assert!(!live.current().notify.enabled, "no reply is queued that no sender would send");
+    }
+
+    #[test]
+    fn imap_mailboxes_and_timings_need_a_restart() {
+        let mailbox = |folder: &str| {
+            format!(
+                "[[tenants]]\nid = \"acme\"\nassistant_addresses = [\"acme@assistant.example.com\"]\n\
+                 [[tenants.mailboxes]]\nhost = \"imap.acme.com\"\nusername = \"a@acme.com\"\npassword = \"pw\"\n\
+                 folder = \"{folder}\"\n"
+            )
+        };
+        let live = LiveConfig::new(Config::from_toml(&mailbox("INBOX")).expect("valid"));
+        let restart = live.replace(Config::from_toml(&mailbox("Invites")).expect("valid"));
+        assert_eq!(restart, ["imap"]);
+        assert_eq!(live.current().tenants[0].mailboxes[0].folder, "INBOX", "the watched folder stays");
+        let restart = live
+            .replace(Config::from_toml(&format!("[imap]\npoll_seconds = 60\n{}", mailbox("INBOX"))).expect("valid"));
+        assert_eq!(restart, ["imap"]);
+        assert_eq!(live.current().imap.poll_seconds, 120);
     }
 }

@@ -3,13 +3,16 @@
 //! is chosen by `store.url`, and SQL that differs between backends stays behind the trait.
 
 mod jobs;
+mod mailbox;
 mod postgres;
 mod postgres_lease;
+mod postgres_mailbox;
 mod postgres_queue;
 mod postgres_replies;
 mod queue;
 mod replies;
 mod sqlite;
+mod sqlite_mailbox;
 mod sqlite_queue;
 mod sqlite_replies;
 
@@ -23,6 +26,7 @@ use crate::eligibility::{Decision, Requester};
 use crate::model::EventVersion;
 use crate::schedule::{ActiveJob, FinishedJob, JobChange};
 
+pub use mailbox::{MailboxLease, MailboxStart, MailboxState, MailboxStore};
 pub use postgres::PgStore;
 pub use queue::{
     is_finished, ClaimFilter, ClaimedJob, CompleteOutcome, DeclineOutcome, FailOutcome, FinalFailure, HeartbeatOutcome,
@@ -315,7 +319,7 @@ impl DecisionRow {
 }
 
 #[async_trait]
-pub trait Store: RecorderQueue + ReplyQueue + Send + Sync {
+pub trait Store: RecorderQueue + ReplyQueue + MailboxStore + Send + Sync {
     /// Stores the raw message durably (committed, fsync'd) and returns its id; the same
     /// bytes stored again return the existing id.
     async fn spool_message(&self, message: &NewMessage) -> Result<Spooled, StoreError> {

@@ -51,6 +51,49 @@ impl PgStore {
     }
 }
 
+/// Inserts messages inside `tx`; a message whose bytes are already stored (committed, or
+/// earlier in `messages`) gets that id.
+pub(super) async fn insert_messages(
+    tx: &mut Transaction<'static, Postgres>,
+    messages: &[NewMessage],
+) -> Result<Vec<Spooled>, StoreError> {
+    // Rows are taken in hash order, so that two daemons committing overlapping batches
+    // (an MX retry) wait for each other instead of deadlocking.
+    let mut order: Vec<usize> = (0..messages.len()).collect();
+    order.sort_by(|a, b| messages[*a].sha256.cmp(&messages[*b].sha256));
+    let mut spooled = vec![Spooled { id: 0, inserted: false }; messages.len()];
+    for i in order {
+        let m = &messages[i];
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO messages (sha256, received_at, source, envelope_from, envelope_rcpts, message_id, size, raw)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (sha256) DO NOTHING RETURNING id",
+        )
+        .bind(&m.sha256)
+        .bind(m.received_at)
+        .bind(m.source.as_str())
+        .bind(&m.envelope_from)
+        .bind(json(&m.envelope_rcpts))
+        .bind(&m.message_id)
+        .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
+        .bind(&m.raw)
+        .fetch_optional(&mut **tx)
+        .await?;
+        // A conflict is with a committed message or with one earlier in this batch.
+        spooled[i] = match inserted {
+            Some(id) => Spooled { id, inserted: true },
+            None => {
+                let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE sha256 = $1")
+                    .bind(&m.sha256)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                Spooled { id, inserted: false }
+            }
+        };
+    }
+    Ok(spooled)
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn spool_messages(&self, messages: &[NewMessage]) -> Result<Vec<Spooled>, StoreError> {
@@ -58,40 +101,7 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        // Rows are taken in hash order, so that two daemons committing overlapping batches
-        // (an MX retry) wait for each other instead of deadlocking.
-        let mut order: Vec<usize> = (0..messages.len()).collect();
-        order.sort_by(|a, b| messages[*a].sha256.cmp(&messages[*b].sha256));
-        let mut spooled = vec![Spooled { id: 0, inserted: false }; messages.len()];
-        for i in order {
-            let m = &messages[i];
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO messages (sha256, received_at, source, envelope_from, envelope_rcpts, message_id, size, raw)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (sha256) DO NOTHING RETURNING id",
-            )
-            .bind(&m.sha256)
-            .bind(m.received_at)
-            .bind(m.source.as_str())
-            .bind(&m.envelope_from)
-            .bind(json(&m.envelope_rcpts))
-            .bind(&m.message_id)
-            .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
-            .bind(&m.raw)
-            .fetch_optional(&mut *tx)
-            .await?;
-            // A conflict is with a committed message or with one earlier in this batch.
-            spooled[i] = match inserted {
-                Some(id) => Spooled { id, inserted: true },
-                None => {
-                    let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE sha256 = $1")
-                        .bind(&m.sha256)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    Spooled { id, inserted: false }
-                }
-            };
-        }
+        let spooled = insert_messages(&mut tx, messages).await?;
         tx.commit().await?;
         Ok(spooled)
     }

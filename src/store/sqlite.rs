@@ -56,6 +56,44 @@ impl SqliteStore {
     }
 }
 
+/// Inserts messages inside `tx`; a message whose bytes are already stored (committed, or
+/// earlier in `messages`) gets that id.
+pub(super) async fn insert_messages(
+    tx: &mut Transaction<'static, Sqlite>,
+    messages: &[NewMessage],
+) -> Result<Vec<Spooled>, StoreError> {
+    let mut spooled = Vec::with_capacity(messages.len());
+    for m in messages {
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO messages (sha256, received_at, source, envelope_from, envelope_rcpts, message_id, size, raw)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (sha256) DO NOTHING RETURNING id",
+        )
+        .bind(&m.sha256)
+        .bind(ts(m.received_at))
+        .bind(m.source.as_str())
+        .bind(&m.envelope_from)
+        .bind(json(&m.envelope_rcpts))
+        .bind(&m.message_id)
+        .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
+        .bind(&m.raw)
+        .fetch_optional(&mut **tx)
+        .await?;
+        // A conflict is with a committed message or with one earlier in this batch.
+        spooled.push(match inserted {
+            Some(id) => Spooled { id, inserted: true },
+            None => {
+                let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE sha256 = ?")
+                    .bind(&m.sha256)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                Spooled { id, inserted: false }
+            }
+        });
+    }
+    Ok(spooled)
+}
+
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))
 }
@@ -67,35 +105,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.write_tx().await?;
-        let mut spooled = Vec::with_capacity(messages.len());
-        for m in messages {
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO messages (sha256, received_at, source, envelope_from, envelope_rcpts, message_id, size, raw)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (sha256) DO NOTHING RETURNING id",
-            )
-            .bind(&m.sha256)
-            .bind(ts(m.received_at))
-            .bind(m.source.as_str())
-            .bind(&m.envelope_from)
-            .bind(json(&m.envelope_rcpts))
-            .bind(&m.message_id)
-            .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
-            .bind(&m.raw)
-            .fetch_optional(&mut *tx)
-            .await?;
-            // A conflict is with a committed message or with one earlier in this batch.
-            spooled.push(match inserted {
-                Some(id) => Spooled { id, inserted: true },
-                None => {
-                    let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE sha256 = ?")
-                        .bind(&m.sha256)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    Spooled { id, inserted: false }
-                }
-            });
-        }
+        let spooled = insert_messages(&mut tx, messages).await?;
         tx.commit().await?;
         Ok(spooled)
     }

@@ -1,0 +1,513 @@
+//! One task per mailbox. A round: check the lease, list the UIDs above the stored last UID,
+//! fetch them in batches, commit each batch together with the new last UID, then flag
+//! (`\Seen`) or MOVE the batch, then process its messages. Between rounds the watcher IDLEs
+//! (when the server has it) or sleeps, at most `imap.poll_seconds`.
+//!
+//! A failure drops the connection (and the lease); the watcher connects again after a
+//! capped, jittered exponential backoff, or after `imap.auth_retry_seconds` when the server
+//! refused the password. A panic is caught and treated as a failure: one mailbox never
+//! stops another, nor the SMTP intake.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::extensions::idle::IdleResponse;
+use async_imap::types::UnsolicitedResponse;
+use chrono::Utc;
+use futures_util::{FutureExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::config::{ImapConfig, MailboxConfig};
+use super::connect::{login, timed, Session};
+use super::ImapError;
+use crate::config::LiveConfig;
+use crate::store::{MailboxLease, MailboxStart, NewMessage, Source, Store};
+use crate::{mime, pipeline};
+
+/// A batch is closed once its messages reach this many bytes (a single bigger message is
+/// still fetched, alone).
+const MAX_BATCH_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Starts one watcher per mailbox of the configuration in force; each ends when `shutdown` is
+/// cancelled. The mailboxes and `[imap]` are bound at start-up; each batch of messages is
+/// processed with the configuration in force then.
+pub fn spawn_watchers(live: LiveConfig, store: Arc<dyn Store>, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+    let config = live.current();
+    let mut handles = Vec::new();
+    for tenant in &config.tenants {
+        for mailbox in &tenant.mailboxes {
+            let watcher = MailboxWatcher::new(live.clone(), store.clone(), &tenant.id, mailbox.clone());
+            handles.push(tokio::spawn(watcher.run(shutdown.clone())));
+        }
+    }
+    handles
+}
+
+/// Watches one mailbox of one tenant.
+pub struct MailboxWatcher {
+    live: LiveConfig,
+    /// `[imap]` as at start-up.
+    imap: ImapConfig,
+    store: Arc<dyn Store>,
+    tenant: String,
+    mailbox: MailboxConfig,
+    /// `tenant/username@host:port/folder`: the store's key and the logs' `mailbox` field.
+    key: String,
+    /// The envelope recipient given to the pipeline: the mailbox belongs to this tenant.
+    rcpt: String,
+}
+
+/// How a connection ended.
+enum Ended {
+    Shutdown,
+    Failed { error: ImapError, selected: bool },
+}
+
+impl MailboxWatcher {
+    pub fn new(live: LiveConfig, store: Arc<dyn Store>, tenant: &str, mailbox: MailboxConfig) -> Self {
+        let config = live.current();
+        let rcpt = config
+            .tenants
+            .iter()
+            .find(|t| t.id == tenant)
+            .and_then(|t| t.assistant_addresses.first().cloned())
+            .unwrap_or_default();
+        let key = mailbox.key(tenant);
+        MailboxWatcher { imap: config.imap.clone(), live, store, tenant: tenant.to_string(), mailbox, key, rcpt }
+    }
+
+    fn imap(&self) -> &ImapConfig {
+        &self.imap
+    }
+
+    fn limit(&self) -> Duration {
+        Duration::from_secs(self.imap().timeout_seconds)
+    }
+
+    /// Until `shutdown`: take the lease, watch, and on failure wait and start again.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures: u32 = 0;
+        let mut waiting_logged = false;
+        while !shutdown.is_cancelled() {
+            let wait = match self.store.try_lease_mailbox(&self.key).await {
+                Ok(None) => {
+                    if !waiting_logged {
+                        info!(tenant = %self.tenant, mailbox = %self.key, "imap_mailbox_watched_elsewhere");
+                        waiting_logged = true;
+                    }
+                    Duration::from_secs(self.imap().lease_retry_seconds)
+                }
+                Err(e) => {
+                    warn!(tenant = %self.tenant, mailbox = %self.key, error_code = e.code(), error = %e, "imap_lease_failed");
+                    failures = failures.saturating_add(1);
+                    self.backoff(failures)
+                }
+                Ok(Some(lease)) => {
+                    waiting_logged = false;
+                    info!(tenant = %self.tenant, mailbox = %self.key, "imap_lease_acquired");
+                    let ended = AssertUnwindSafe(self.connection(lease, &shutdown)).catch_unwind().await;
+                    match ended {
+                        Ok(Ended::Shutdown) => break,
+                        Ok(Ended::Failed { error, selected }) => {
+                            if selected {
+                                failures = 0;
+                            }
+                            failures = failures.saturating_add(1);
+                            self.failed(&error, failures)
+                        }
+                        Err(panic) => {
+                            let what = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            error!(tenant = %self.tenant, mailbox = %self.key, panic = %what, "imap_watcher_panicked");
+                            failures = failures.saturating_add(1);
+                            self.backoff(failures)
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        info!(tenant = %self.tenant, mailbox = %self.key, "imap_watcher_stopped");
+    }
+
+    /// Logs a failed connection and says how long to wait before the next one.
+    fn failed(&self, e: &ImapError, failures: u32) -> Duration {
+        let m = &self.mailbox;
+        if let ImapError::AuthFailed(text) = e {
+            let wait = self.imap().auth_retry_seconds;
+            error!(
+                tenant = %self.tenant, mailbox = %self.key, host = %m.host, username = %m.username,
+                server_said = %text, retry_seconds = wait,
+                hint = "the IMAP server refused this username/password: fix the mailbox's password or password_env",
+                "imap_login_failed"
+            );
+            return Duration::from_secs(wait);
+        }
+        let wait = self.backoff(failures);
+        warn!(
+            tenant = %self.tenant, mailbox = %self.key, error_code = e.code(), error = %e,
+            retry_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "imap_connection_failed"
+        );
+        wait
+    }
+
+    /// Capped exponential backoff with jitter: a random time in [d/2, d], d doubling per failure.
+    fn backoff(&self, failures: u32) -> Duration {
+        let base = self.imap().backoff_base_seconds.saturating_mul(1000);
+        let max = self.imap().backoff_max_seconds.saturating_mul(1000);
+        let exp = failures.saturating_sub(1).min(32);
+        let d = base.saturating_mul(1u64 << exp).min(max).max(1);
+        let random = RandomState::new().build_hasher().finish();
+        Duration::from_millis(d / 2 + random % (d / 2 + 1))
+    }
+
+    /// One connection, holding the lease: until shutdown or the first failure.
+    async fn connection(&self, mut lease: Box<dyn MailboxLease>, shutdown: &CancellationToken) -> Ended {
+        let mut selected = false;
+        let mut session = None;
+        let result = self.watch(&mut lease, &mut session, &mut selected, shutdown).await;
+        if selected {
+            crate::metrics::imap_mailbox_connected(&self.key, false);
+        }
+        if let Some(mut s) = session {
+            // Best effort: a polite LOGOUT, not waited for long.
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.logout()).await;
+        }
+        lease.release().await;
+        match result {
+            Ok(()) => Ended::Shutdown,
+            Err(error) => Ended::Failed { error, selected },
+        }
+    }
+
+    async fn watch(
+        &self,
+        lease: &mut Box<dyn MailboxLease>,
+        slot: &mut Option<Session>,
+        selected: &mut bool,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ImapError> {
+        let limit = self.limit();
+        let m = &self.mailbox;
+        let mut session = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            s = login(m, limit) => s?,
+        };
+        let caps = timed(limit, "CAPABILITY", session.capabilities()).await?;
+        let can_idle = caps.has_str("IDLE");
+        if let Some(target) = m.move_to() {
+            if !caps.has_str("MOVE") {
+                return Err(ImapError::Protocol(format!(
+                    "the server does not support MOVE, needed for processed_folder {target:?}; \
+                     leave processed_folder empty to flag messages \\Seen instead"
+                )));
+            }
+            // An existing folder answers NO here, which is fine.
+            match timed(limit, "CREATE", session.create(target)).await {
+                Ok(()) => info!(tenant = %self.tenant, mailbox = %self.key, folder = target, "imap_folder_created"),
+                Err(ImapError::Protocol(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let selected_box = timed(limit, "SELECT", session.select(&m.folder)).await?;
+        let uid_validity = selected_box
+            .uid_validity
+            .ok_or_else(|| ImapError::Protocol(format!("SELECT {:?} gave no UIDVALIDITY", m.folder)))?;
+        let mut last_uid = match self.store.start_mailbox(&self.key, uid_validity, Utc::now()).await? {
+            MailboxStart::New => 0,
+            MailboxStart::Continue { last_uid } => last_uid,
+            MailboxStart::Reset { old_uid_validity } => {
+                warn!(
+                    tenant = %self.tenant, mailbox = %self.key, old_uid_validity, uid_validity,
+                    "imap_uidvalidity_changed"
+                );
+                0
+            }
+        };
+        *selected = true;
+        crate::metrics::imap_mailbox_connected(&self.key, true);
+        info!(
+            tenant = %self.tenant, mailbox = %self.key, tls = ?m.tls, idle = can_idle, uid_validity, last_uid,
+            exists = selected_box.exists, "imap_connected"
+        );
+        // Messages committed before a crash but not yet flagged or moved.
+        if last_uid > 0 {
+            self.acknowledge(&mut session, &format!("1:{last_uid}")).await?;
+        }
+        let poll = Duration::from_secs(self.imap().poll_seconds);
+        loop {
+            timed(limit, "lease check", lease.check()).await.map_err(|e| match e {
+                ImapError::Store(e) => ImapError::LeaseLost(e),
+                other => other,
+            })?;
+            let more;
+            (last_uid, more) = self.fetch_new(&mut session, uid_validity, last_uid, shutdown).await?;
+            if shutdown.is_cancelled() {
+                *slot = Some(session);
+                return Ok(());
+            }
+            if more {
+                // Mail arrived during the round: another round at once.
+                continue;
+            }
+            if can_idle {
+                let (s, stop) = self.idle(session, poll, shutdown).await?;
+                session = s;
+                if stop {
+                    *slot = Some(session);
+                    return Ok(());
+                }
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        *slot = Some(session);
+                        return Ok(());
+                    }
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
+        }
+    }
+
+    /// IDLE until the server reports something, `poll` passes, or shutdown; true for shutdown.
+    async fn idle(
+        &self,
+        session: Session,
+        poll: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<(Session, bool), ImapError> {
+        let limit = self.limit();
+        // New mail the server announced during the round's last commands, or while IDLE was
+        // starting, comes as an unsolicited response, not as IDLE's wake-up.
+        let unsolicited = session.unsolicited_responses.clone();
+        let mut handle = session.idle();
+        timed(limit, "IDLE", handle.init()).await?;
+        let stop = if drain(&unsolicited) {
+            false
+        } else {
+            let (wait, _interrupt) = handle.wait_with_timeout(poll);
+            tokio::select! {
+                _ = shutdown.cancelled() => true,
+                r = wait => {
+                    match r? {
+                        IdleResponse::NewData(data) => {
+                            debug!(mailbox = %self.key, response = ?data.parsed(), "imap_idle_woken");
+                        }
+                        IdleResponse::Timeout => {}
+                        IdleResponse::ManualInterrupt => return Err(ImapError::Closed("during IDLE")),
+                    }
+                    false
+                }
+            }
+        };
+        let session = timed(limit, "DONE", handle.done()).await?;
+        Ok((session, stop))
+    }
+
+    /// Takes in every message above `last_uid`, batch by batch; returns the new last UID and
+    /// whether the server announced more mail meanwhile.
+    async fn fetch_new(
+        &self,
+        session: &mut Session,
+        uid_validity: u32,
+        mut last_uid: u32,
+        shutdown: &CancellationToken,
+    ) -> Result<(u32, bool), ImapError> {
+        let limit = self.limit();
+        // What was announced before this listing is in it.
+        announced_new_mail(session);
+        let mut more = false;
+        let from = last_uid.saturating_add(1);
+        let listed: Vec<(u32, u64)> = {
+            let fetches = timed(
+                limit,
+                "UID FETCH (sizes)",
+                session.uid_fetch(format!("{from}:*"), "(UID RFC822.SIZE INTERNALDATE)"),
+            )
+            .await?;
+            let fetches: Vec<_> = timed(limit, "UID FETCH (sizes)", fetches.try_collect()).await?;
+            // `N:*` also matches the highest UID when it is below N (RFC 3501 §6.4.8).
+            let mut listed: Vec<(u32, u64)> = fetches
+                .iter()
+                .filter_map(|f| Some((f.uid?, u64::from(f.size.unwrap_or(0)))))
+                .filter(|(uid, _)| *uid > last_uid)
+                .collect();
+            listed.sort_unstable();
+            listed.dedup_by_key(|(uid, _)| *uid);
+            let oldest =
+                fetches.iter().filter(|f| f.uid.is_some_and(|u| u > last_uid)).filter_map(|f| f.internal_date()).min();
+            let lag = oldest.and_then(|t| (Utc::now() - t.with_timezone(&Utc)).to_std().ok()).unwrap_or_default();
+            crate::metrics::imap_mailbox_lag(&self.key, lag);
+            listed
+        };
+        let max_bytes = self.live.current().limits.max_message_bytes as u64;
+        let mut rest = listed.as_slice();
+        while !rest.is_empty() && !shutdown.is_cancelled() {
+            let mut n = 0;
+            let mut bytes = 0u64;
+            while n < rest.len() && n < self.imap().fetch_batch && (n == 0 || bytes + rest[n].1 <= MAX_BATCH_BYTES) {
+                bytes += rest[n].1.min(max_bytes);
+                n += 1;
+            }
+            let (batch, tail) = rest.split_at(n);
+            rest = tail;
+            last_uid = self.take_batch(session, uid_validity, batch).await?;
+            // Drained after each batch: the library keeps at most 100 unsolicited responses.
+            more |= announced_new_mail(session);
+        }
+        more |= announced_new_mail(session);
+        if !shutdown.is_cancelled() {
+            crate::metrics::imap_mailbox_lag(&self.key, Duration::ZERO);
+        }
+        Ok((last_uid, more))
+    }
+
+    /// Fetches one batch, commits it with the batch's highest UID, acknowledges it to the
+    /// server, then processes what was new.
+    async fn take_batch(
+        &self,
+        session: &mut Session,
+        uid_validity: u32,
+        batch: &[(u32, u64)],
+    ) -> Result<u32, ImapError> {
+        let limit = self.limit();
+        let config = self.live.current();
+        let max_bytes = config.limits.max_message_bytes as u64;
+        let up_to = batch.iter().map(|(uid, _)| *uid).max().unwrap_or(0);
+        let mut wanted = Vec::new();
+        for (uid, size) in batch {
+            if *size > max_bytes {
+                warn!(
+                    tenant = %self.tenant, mailbox = %self.key, uid, size, limit = max_bytes,
+                    "imap_message_too_large"
+                );
+                crate::metrics::message_received("imap", "refused");
+            } else {
+                wanted.push(*uid);
+            }
+        }
+        let mut bodies: Vec<(u32, Vec<u8>)> = Vec::new();
+        if !wanted.is_empty() {
+            let set = uid_set(&wanted);
+            let fetches = timed(limit, "UID FETCH (bodies)", session.uid_fetch(&set, "(UID BODY.PEEK[])")).await?;
+            let fetches: Vec<_> = timed(limit, "UID FETCH (bodies)", fetches.try_collect()).await?;
+            for f in &fetches {
+                let (Some(uid), Some(body)) = (f.uid, f.body()) else { continue };
+                if wanted.contains(&uid) && !bodies.iter().any(|(u, _)| *u == uid) && body.len() as u64 <= max_bytes {
+                    bodies.push((uid, body.to_vec()));
+                }
+            }
+        }
+        // A UID listed but not fetched was expunged meanwhile: nothing to take in.
+        let now = Utc::now();
+        let messages: Vec<NewMessage> = bodies
+            .iter()
+            .map(|(_, raw)| NewMessage {
+                sha256: hex::encode(Sha256::digest(raw)),
+                message_id: mime::message_id(raw),
+                raw: raw.clone(),
+                source: Source::Imap,
+                envelope_from: None,
+                envelope_rcpts: vec![self.rcpt.clone()],
+                received_at: now,
+            })
+            .collect();
+        let spooled = self.store.spool_from_mailbox(&self.key, uid_validity, up_to, &messages).await?;
+        // Committed: only now may the server forget the messages.
+        let all: Vec<u32> = batch.iter().map(|(uid, _)| *uid).collect();
+        self.acknowledge(session, &uid_set(&all)).await?;
+        for (((uid, _), message), spooled) in bodies.iter().zip(&messages).zip(&spooled) {
+            info!(
+                message_id = spooled.id,
+                header_message_id = message.message_id.as_deref().unwrap_or(""),
+                size = message.raw.len(),
+                source = Source::Imap.as_str(),
+                duplicate = !spooled.inserted,
+                tenant = %self.tenant,
+                mailbox = %self.key,
+                uid,
+                "message_received"
+            );
+            crate::metrics::message_received("imap", if spooled.inserted { "accepted" } else { "duplicate" });
+        }
+        for spooled in spooled.iter().filter(|s| s.inserted) {
+            // process_message logs and records its own outcome; a failure leaves the message
+            // for `serve`'s resume loop or `invited reprocess`.
+            let _ = pipeline::process_message(self.store.as_ref(), &config, spooled.id, Utc::now()).await;
+        }
+        Ok(up_to)
+    }
+
+    /// Tells the server that the messages of `set` are stored: MOVE them to the processed
+    /// folder, or flag them `\Seen`.
+    async fn acknowledge(&self, session: &mut Session, set: &str) -> Result<(), ImapError> {
+        let limit = self.limit();
+        match self.mailbox.move_to() {
+            Some(target) => timed(limit, "UID MOVE", session.uid_mv(set, target)).await?,
+            None => {
+                let updates = timed(limit, "UID STORE", session.uid_store(set, "+FLAGS.SILENT (\\Seen)")).await?;
+                let _: Vec<_> = timed(limit, "UID STORE", updates.try_collect()).await?;
+            }
+        }
+        debug!(mailbox = %self.key, uids = set, "imap_acknowledged");
+        Ok(())
+    }
+}
+
+/// Empties the session's unsolicited responses (EXISTS, EXPUNGE… sent beside command
+/// replies); true when one announced new messages.
+fn announced_new_mail(session: &Session) -> bool {
+    drain(&session.unsolicited_responses)
+}
+
+fn drain(unsolicited: &async_channel::Receiver<UnsolicitedResponse>) -> bool {
+    let mut announced = false;
+    while let Ok(response) = unsolicited.try_recv() {
+        announced |= matches!(response, UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_));
+    }
+    announced
+}
+
+/// `1,3:5,9` from sorted or unsorted UIDs.
+fn uid_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        parts.push(if start == end { start.to_string() } else { format!("{start}:{end}") });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uid_set;
+
+    #[test]
+    fn uid_sets_are_ranges() {
+        assert_eq!(uid_set(&[5, 1, 2, 3, 9, 10, 12]), "1:3,5,9:10,12");
+        assert_eq!(uid_set(&[7]), "7");
+        assert_eq!(uid_set(&[4, 4]), "4");
+    }
+}
