@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, T
 use chrono_tz::Tz;
 use windows_timezones::WindowsTimezone;
 
+use super::cdo_zones::cdo_zone;
 use super::component::Component;
 use super::display_names::DISPLAY_NAMES;
 use super::lines::{unescape_text, ContentLine};
@@ -193,18 +194,22 @@ impl Zones {
         zones
     }
 
-    /// X-LIC-LOCATION / X-MICROSOFT-CDO-TZID may name the IANA zone; else the rules.
+    /// X-LIC-LOCATION / X-MICROSOFT-CDO-TZID may name the IANA zone; else the
+    /// rules; else a numeric X-MICROSOFT-CDO-TZID (Exchange's zone number).
     fn zone_of_vtimezone(&mut self, vtimezone: &Component) -> Option<Zone> {
-        let named = ["X-LIC-LOCATION", "X-MICROSOFT-CDO-TZID"]
+        const CDO_TZID: &str = "X-MICROSOFT-CDO-TZID";
+        let named = ["X-LIC-LOCATION", CDO_TZID]
             .iter()
             .filter_map(|name| vtimezone.prop(name))
             .find_map(|p| iana_zone(p.value.trim()));
         if let Some(tz) = named {
             return Some(Zone::Iana(tz));
         }
-        let rules = RuleZone::from_component(vtimezone)?;
-        self.rule_zones.push(rules);
-        Some(Zone::Rules(self.rule_zones.len() - 1))
+        if let Some(rules) = RuleZone::from_component(vtimezone) {
+            self.rule_zones.push(rules);
+            return Some(Zone::Rules(self.rule_zones.len() - 1));
+        }
+        vtimezone.prop(CDO_TZID).and_then(|p| cdo_zone(&p.value)).map(Zone::Iana)
     }
 
     /// IANA name of the zone floating times and dates are read in.
