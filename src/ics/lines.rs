@@ -215,14 +215,13 @@ fn recover_misplaced_quote<'a>(
 }
 
 /// Undoes TEXT escapes (`\n`, `\N`, `\,`, `\;`, `\\`); unknown escapes stay as written.
+/// Text between escapes is copied in whole runs.
 pub(super) fn unescape_text(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
+    let mut rest = value;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(rest.get(..at).unwrap_or_default());
+        let mut chars = rest.get(at + 1..).unwrap_or_default().chars();
         match chars.next() {
             Some('n' | 'N') => out.push('\n'),
             Some(e @ (',' | ';' | '\\' | ':')) => out.push(e),
@@ -232,7 +231,9 @@ pub(super) fn unescape_text(value: &str) -> String {
             }
             None => out.push('\\'),
         }
+        rest = chars.as_str();
     }
+    out.push_str(rest);
     out
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -345,12 +346,21 @@ fn normalise_tzid(raw: &str) -> String {
     unescape_text(raw).trim().trim_matches('"').trim().to_string()
 }
 
+/// Every IANA zone by its lowercased name (the first, where names differ only in case).
+static IANA_BY_LOWERCASE: LazyLock<HashMap<String, Tz>> = LazyLock::new(|| {
+    let mut zones = HashMap::with_capacity(chrono_tz::TZ_VARIANTS.len());
+    for tz in chrono_tz::TZ_VARIANTS {
+        zones.entry(tz.name().to_ascii_lowercase()).or_insert(tz);
+    }
+    zones
+});
+
 /// An IANA name, any case; also Mozilla's old `/mozilla.org/20070129_1/Europe/Berlin`.
 fn iana_zone(name: &str) -> Option<Tz> {
     if let Ok(tz) = Tz::from_str(name) {
         return Some(tz);
     }
-    if let Some(tz) = chrono_tz::TZ_VARIANTS.iter().find(|tz| tz.name().eq_ignore_ascii_case(name)) {
+    if let Some(tz) = IANA_BY_LOWERCASE.get(&name.to_ascii_lowercase()) {
         return Some(*tz);
     }
     if name.starts_with('/') {
