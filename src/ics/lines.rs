@@ -126,7 +126,8 @@ fn is_delimiter(line: &[u8]) -> bool {
 fn names_quoted_printable(line: &[u8]) -> bool {
     let head_end = line.iter().position(|b| *b == b':').unwrap_or(line.len());
     let head = line.get(..head_end).unwrap_or_default();
-    head.windows(QP_NAME.len()).any(|w| w.eq_ignore_ascii_case(QP_NAME))
+    // Most heads have no Q at all: memchr rules them out before the window scan.
+    memchr::memchr2(b'Q', b'q', head).is_some() && head.windows(QP_NAME.len()).any(|w| w.eq_ignore_ascii_case(QP_NAME))
 }
 
 const QP_NAME: &[u8] = b"QUOTED-PRINTABLE";

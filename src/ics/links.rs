@@ -35,16 +35,18 @@ pub(super) fn collect_links(event: &Component) -> Vec<Link> {
     for name in HEAD {
         event.props_named(name).for_each(|p| add(name, &unescape_text(&p.value)));
     }
-    let other_x = || {
-        event.props.iter().filter(|p| {
+    let names_meeting = |name: &str| MEETING_X.iter().any(|part| name.contains(part));
+    let (meeting_x, other_x): (Vec<_>, Vec<_>) = event
+        .props
+        .iter()
+        .filter(|p| {
             p.name.starts_with("X-") && !HEAD.contains(&p.name.as_str()) && !SKIPPED_X.contains(&p.name.as_str())
         })
-    };
-    let names_meeting = |name: &str| MEETING_X.iter().any(|part| name.contains(part));
-    for prop in other_x().filter(|p| names_meeting(&p.name)) {
+        .partition(|p| names_meeting(&p.name));
+    for prop in meeting_x {
         add(&prop.name, &unescape_text(&prop.value));
     }
-    for prop in other_x().filter(|p| !names_meeting(&p.name)) {
+    for prop in other_x {
         let value = unescape_text(&prop.value);
         if starts_with_http(value.trim()) {
             add(&prop.name, &value);
