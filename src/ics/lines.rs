@@ -126,7 +126,8 @@ fn is_delimiter(line: &[u8]) -> bool {
 fn names_quoted_printable(line: &[u8]) -> bool {
     let head_end = line.iter().position(|b| *b == b':').unwrap_or(line.len());
     let head = line.get(..head_end).unwrap_or_default();
-    head.windows(QP_NAME.len()).any(|w| w.eq_ignore_ascii_case(QP_NAME))
+    // Most heads have no Q at all: memchr rules them out before the window scan.
+    memchr::memchr2(b'Q', b'q', head).is_some() && head.windows(QP_NAME.len()).any(|w| w.eq_ignore_ascii_case(QP_NAME))
 }
 
 const QP_NAME: &[u8] = b"QUOTED-PRINTABLE";
@@ -215,14 +216,13 @@ fn recover_misplaced_quote<'a>(
 }
 
 /// Undoes TEXT escapes (`\n`, `\N`, `\,`, `\;`, `\\`); unknown escapes stay as written.
+/// Text between escapes is copied in whole runs.
 pub(super) fn unescape_text(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
+    let mut rest = value;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(rest.get(..at).unwrap_or_default());
+        let mut chars = rest.get(at + 1..).unwrap_or_default().chars();
         match chars.next() {
             Some('n' | 'N') => out.push('\n'),
             Some(e @ (',' | ';' | '\\' | ':')) => out.push(e),
@@ -232,7 +232,9 @@ pub(super) fn unescape_text(value: &str) -> String {
             }
             None => out.push('\\'),
         }
+        rest = chars.as_str();
     }
+    out.push_str(rest);
     out
 }
 

@@ -35,16 +35,18 @@ pub(super) fn collect_links(event: &Component) -> Vec<Link> {
     for name in HEAD {
         event.props_named(name).for_each(|p| add(name, &unescape_text(&p.value)));
     }
-    let other_x = || {
-        event.props.iter().filter(|p| {
+    let names_meeting = |name: &str| MEETING_X.iter().any(|part| name.contains(part));
+    let (meeting_x, other_x): (Vec<_>, Vec<_>) = event
+        .props
+        .iter()
+        .filter(|p| {
             p.name.starts_with("X-") && !HEAD.contains(&p.name.as_str()) && !SKIPPED_X.contains(&p.name.as_str())
         })
-    };
-    let names_meeting = |name: &str| MEETING_X.iter().any(|part| name.contains(part));
-    for prop in other_x().filter(|p| names_meeting(&p.name)) {
+        .partition(|p| names_meeting(&p.name));
+    for prop in meeting_x {
         add(&prop.name, &unescape_text(&prop.value));
     }
-    for prop in other_x().filter(|p| !names_meeting(&p.name)) {
+    for prop in other_x {
         let value = unescape_text(&prop.value);
         if starts_with_http(value.trim()) {
             add(&prop.name, &value);
@@ -72,8 +74,8 @@ pub(super) fn find_urls(text: &str) -> Vec<String> {
         let rest = text.get(at..).unwrap_or_default();
         let end = rest.find(|c: char| c.is_whitespace() || "<>\"'`".contains(c)).unwrap_or(rest.len());
         let candidate = clean(rest.get(..end).unwrap_or_default());
-        if is_web_url(&candidate) {
-            found.push(unwrap_redirect(candidate));
+        if let Some(url) = web_url(&candidate) {
+            found.push(unwrap_redirect(candidate, &url));
         }
         from = at + end.max(1);
     }
@@ -111,10 +113,13 @@ const MAX_UNWRAPS: usize = 4;
 /// The URL a redirect wraps: `https://*.safelinks.protection.outlook.com/?url=<encoded>&…`
 /// (Outlook Safe Links) and `https://www.google.com/url?q=<encoded>&…` (Google). Anything
 /// else, or a wrapper whose parameter is not an http(s) URL, is returned as it is.
-fn unwrap_redirect(url: String) -> String {
-    let mut current = url;
-    for _ in 0..MAX_UNWRAPS {
-        match wrapped_url(&current) {
+/// `parsed` is `candidate`, already parsed.
+fn unwrap_redirect(candidate: String, parsed: &url::Url) -> String {
+    let Some(mut current) = wrapped_url(parsed) else {
+        return candidate;
+    };
+    for _ in 1..MAX_UNWRAPS {
+        match url::Url::parse(&current).ok().and_then(|url| wrapped_url(&url)) {
             Some(inner) => current = inner,
             None => break,
         }
@@ -122,8 +127,7 @@ fn unwrap_redirect(url: String) -> String {
     current
 }
 
-fn wrapped_url(candidate: &str) -> Option<String> {
-    let url = url::Url::parse(candidate).ok()?;
+fn wrapped_url(url: &url::Url) -> Option<String> {
     let host = url.host_str()?.to_ascii_lowercase();
     let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
     let param = if SAFE_LINKS_DOMAINS.iter().any(|d| under(d)) {
@@ -139,8 +143,14 @@ fn wrapped_url(candidate: &str) -> Option<String> {
 }
 
 fn is_web_url(candidate: &str) -> bool {
+    web_url(candidate).is_some()
+}
+
+/// The candidate parsed, when it is an http(s) URL with a host.
+fn web_url(candidate: &str) -> Option<url::Url> {
     url::Url::parse(candidate)
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()))
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()))
 }
 
 #[cfg(test)]

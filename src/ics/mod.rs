@@ -9,6 +9,7 @@
 //!       ─time (zones of each VCALENDAR)─► event ─► EventVersion
 //! ```
 
+mod cdo_zones;
 mod component;
 mod decode;
 mod display_names;

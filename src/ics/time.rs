@@ -5,11 +5,13 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use windows_timezones::WindowsTimezone;
 
+use super::cdo_zones::cdo_zone;
 use super::component::Component;
 use super::display_names::DISPLAY_NAMES;
 use super::lines::{unescape_text, ContentLine};
@@ -193,18 +195,22 @@ impl Zones {
         zones
     }
 
-    /// X-LIC-LOCATION / X-MICROSOFT-CDO-TZID may name the IANA zone; else the rules.
+    /// X-LIC-LOCATION / X-MICROSOFT-CDO-TZID may name the IANA zone; else the
+    /// rules; else a numeric X-MICROSOFT-CDO-TZID (Exchange's zone number).
     fn zone_of_vtimezone(&mut self, vtimezone: &Component) -> Option<Zone> {
-        let named = ["X-LIC-LOCATION", "X-MICROSOFT-CDO-TZID"]
+        const CDO_TZID: &str = "X-MICROSOFT-CDO-TZID";
+        let named = ["X-LIC-LOCATION", CDO_TZID]
             .iter()
             .filter_map(|name| vtimezone.prop(name))
             .find_map(|p| iana_zone(p.value.trim()));
         if let Some(tz) = named {
             return Some(Zone::Iana(tz));
         }
-        let rules = RuleZone::from_component(vtimezone)?;
-        self.rule_zones.push(rules);
-        Some(Zone::Rules(self.rule_zones.len() - 1))
+        if let Some(rules) = RuleZone::from_component(vtimezone) {
+            self.rule_zones.push(rules);
+            return Some(Zone::Rules(self.rule_zones.len() - 1));
+        }
+        vtimezone.prop(CDO_TZID).and_then(|p| cdo_zone(&p.value)).map(Zone::Iana)
     }
 
     /// IANA name of the zone floating times and dates are read in.
@@ -340,12 +346,21 @@ fn normalise_tzid(raw: &str) -> String {
     unescape_text(raw).trim().trim_matches('"').trim().to_string()
 }
 
+/// Every IANA zone by its lowercased name (the first, where names differ only in case).
+static IANA_BY_LOWERCASE: LazyLock<HashMap<String, Tz>> = LazyLock::new(|| {
+    let mut zones = HashMap::with_capacity(chrono_tz::TZ_VARIANTS.len());
+    for tz in chrono_tz::TZ_VARIANTS {
+        zones.entry(tz.name().to_ascii_lowercase()).or_insert(tz);
+    }
+    zones
+});
+
 /// An IANA name, any case; also Mozilla's old `/mozilla.org/20070129_1/Europe/Berlin`.
 fn iana_zone(name: &str) -> Option<Tz> {
     if let Ok(tz) = Tz::from_str(name) {
         return Some(tz);
     }
-    if let Some(tz) = chrono_tz::TZ_VARIANTS.iter().find(|tz| tz.name().eq_ignore_ascii_case(name)) {
+    if let Some(tz) = IANA_BY_LOWERCASE.get(&name.to_ascii_lowercase()) {
         return Some(*tz);
     }
     if name.starts_with('/') {

@@ -1,23 +1,22 @@
 //! What the walk has found so far: calendars, deduplicated and size-limited,
 //! and the problems noticed on the way.
 
-use super::sniff::normalised;
+use super::sniff::same_text;
 use super::MimeLimits;
 use crate::model::CalendarPart;
 
 /// Collects calendar parts and problems while the mail is walked.
 pub(super) struct Found<'l> {
     limits: &'l MimeLimits,
+    /// The calendars kept, each once: the same invite often comes as an inline
+    /// text/calendar part and again as an `.ics` attachment.
     pub(super) calendars: Vec<CalendarPart>,
-    /// Normalised bytes of each kept calendar: the same invite often comes as
-    /// an inline text/calendar part and again as an `.ics` attachment.
-    keys: Vec<Vec<u8>>,
     pub(super) problems: Vec<String>,
 }
 
 impl<'l> Found<'l> {
     pub(super) fn new(limits: &'l MimeLimits) -> Self {
-        Self { limits, calendars: Vec::new(), keys: Vec::new(), problems: Vec::new() }
+        Self { limits, calendars: Vec::new(), problems: Vec::new() }
     }
 
     pub(super) fn limits(&self) -> &'l MimeLimits {
@@ -35,11 +34,9 @@ impl<'l> Found<'l> {
             ));
             return;
         }
-        let key = normalised(&part.bytes);
-        if key.is_empty() {
+        if part.bytes.trim_ascii().is_empty() {
             self.problem(format!("empty {} part skipped", part.content_type));
-        } else if !self.keys.contains(&key) {
-            self.keys.push(key);
+        } else if !self.calendars.iter().any(|kept| same_text(&kept.bytes, &part.bytes)) {
             self.calendars.push(part);
         }
     }

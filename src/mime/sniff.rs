@@ -99,38 +99,34 @@ fn decode_if_quoted_printable(span: &[u8]) -> Cow<'_, [u8]> {
 
 /// How many times `message/rfc822` or `message/global` appears (any case): an
 /// upper bound on the forwarded-message parts mail-parser would build.
+/// Only the slashes are visited (memchr), so this costs little next to parsing.
 pub(super) fn count_forwarded_parts(raw: &[u8]) -> usize {
-    const TYPE: &[u8] = b"message/";
-    let subtype_at = |i: usize| raw.get(i..).unwrap_or_default();
-    raw.iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'/' && i + 1 >= TYPE.len())
-        .filter(|&(i, _)| raw[i + 1 - TYPE.len()..=i].eq_ignore_ascii_case(TYPE))
-        .filter(|&(i, _)| {
-            let rest = subtype_at(i + 1);
-            [&b"rfc822"[..], b"global"].iter().any(|s| rest.len() >= s.len() && rest[..s.len()].eq_ignore_ascii_case(s))
-        })
-        .count()
+    const TYPE: &[u8] = b"message";
+    const SUBTYPES: [&[u8]; 2] = [b"rfc822", b"global"];
+    let matches_at = |slash: usize| {
+        let before = slash.checked_sub(TYPE.len()).and_then(|start| raw.get(start..slash));
+        let after = raw.get(slash + 1..).unwrap_or_default();
+        before.is_some_and(|t| t.eq_ignore_ascii_case(TYPE))
+            && SUBTYPES.iter().any(|s| after.get(..s.len()).is_some_and(|a| a.eq_ignore_ascii_case(s)))
+    };
+    memchr::memchr_iter(b'/', raw).filter(|&slash| matches_at(slash)).count()
 }
 
-/// The bytes with CRLF and CR turned into LF and outer whitespace trimmed: two
-/// copies of one invite (inline part and attachment) differ only in that.
-pub(super) fn normalised(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut iter = bytes.iter().peekable();
-    while let Some(&b) = iter.next() {
+/// Whether two texts are equal once CRLF and CR are read as LF and outer
+/// whitespace is trimmed: two copies of one invite (inline part and
+/// attachment) differ only in that. Compared as it goes, without copies.
+pub(super) fn same_text(a: &[u8], b: &[u8]) -> bool {
+    line_ends_as_lf(a.trim_ascii()).eq(line_ends_as_lf(b.trim_ascii()))
+}
+
+fn line_ends_as_lf(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    bytes.iter().enumerate().filter(|&(i, &b)| !(b == b'\r' && bytes.get(i + 1) == Some(&b'\n'))).map(|(_, &b)| {
         if b == b'\r' {
-            if iter.peek() == Some(&&b'\n') {
-                continue;
-            }
-            out.push(b'\n');
+            b'\n'
         } else {
-            out.push(b);
+            b
         }
-    }
-    let start = out.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    let end = out.len() - out[start..].iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
-    out[start..end].to_vec()
+    })
 }
 
 #[cfg(test)]
@@ -173,7 +169,12 @@ mod tests {
     }
 
     #[test]
-    fn normalises_line_ends_and_trims() {
-        assert_eq!(normalised(b"\r\nA\r\nB\rC\n \n"), b"A\nB\nC");
+    fn compares_texts_across_line_ends_and_outer_whitespace() {
+        assert!(same_text(b"\r\nA\r\nB\rC\n \n", b"A\nB\nC"));
+        assert!(same_text(b"A\r\n", b" A"));
+        assert!(!same_text(b"A\r\nB", b"A\n\nB"));
+        assert!(!same_text(b"A B", b"AB"));
+        assert!(!same_text(b"A", b"A\nB"));
+        assert!(same_text(b" \r\n", b""));
     }
 }

@@ -167,8 +167,9 @@ impl Walk<'_, '_> {
 ///
 /// mail-parser turns text parts into a `String`: with a charset it knows that
 /// is a faithful decoding, so it is kept as UTF-8. Without one (or for UTF-8)
-/// it decoded lossily, which would destroy Latin-1 or UTF-16 calendars, so the
-/// raw body is transfer-decoded again and the declared charset kept.
+/// it read the bytes as UTF-8, lossily: a text without U+FFFD is the bytes
+/// exactly; one with U+FFFD may have lost Latin-1 or UTF-16 bytes, so the raw
+/// body is transfer-decoded again. Either way the declared charset is kept.
 fn body_bytes<'m>(msg: &'m Message<'_>, part: &'m MessagePart<'_>, label: &Label) -> (Cow<'m, [u8]>, Option<String>) {
     let declared = label.charset.clone();
     match &part.body {
@@ -176,6 +177,8 @@ fn body_bytes<'m>(msg: &'m Message<'_>, part: &'m MessagePart<'_>, label: &Label
             let decoded = declared.as_deref().and_then(|c| charset_decoder(c.as_bytes())).is_some();
             if decoded {
                 (Cow::Borrowed(text.as_bytes()), Some("utf-8".to_owned()))
+            } else if !text.contains(char::REPLACEMENT_CHARACTER) {
+                (Cow::Borrowed(text.as_bytes()), declared)
             } else {
                 let bytes = transfer_decoded(msg, part).unwrap_or(Cow::Borrowed(text.as_bytes()));
                 (bytes, declared)
