@@ -128,6 +128,8 @@ impl MailboxWatcher {
                                 .or_else(|| panic.downcast_ref::<String>().cloned())
                                 .unwrap_or_default();
                             error!(tenant = %self.tenant, mailbox = %self.key, panic = %what, "imap_watcher_panicked");
+                            // The unwind skipped `connection`'s own reset.
+                            crate::metrics::imap_mailbox_connected(&self.key, false);
                             failures = failures.saturating_add(1);
                             self.backoff(failures)
                         }
