@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
+use async_imap::imap_proto::{MailboxDatum, Response};
 use async_imap::types::UnsolicitedResponse;
 use chrono::Utc;
 use futures_util::{FutureExt, TryStreamExt};
@@ -249,13 +250,14 @@ impl MailboxWatcher {
             self.acknowledge(&mut session, &format!("1:{last_uid}")).await?;
         }
         let poll = Duration::from_secs(self.imap().poll_seconds);
+        let mut count = MessageCount(selected_box.exists);
         loop {
             timed(limit, "lease check", lease.check()).await.map_err(|e| match e {
                 ImapError::Store(e) => ImapError::LeaseLost(e),
                 other => other,
             })?;
             let more;
-            (last_uid, more) = self.fetch_new(&mut session, uid_validity, last_uid, shutdown).await?;
+            (last_uid, more) = self.fetch_new(&mut session, uid_validity, last_uid, &mut count, shutdown).await?;
             if shutdown.is_cancelled() {
                 *slot = Some(session);
                 return Ok(());
@@ -265,7 +267,7 @@ impl MailboxWatcher {
                 continue;
             }
             if can_idle {
-                let (s, stop) = self.idle(session, poll, shutdown).await?;
+                let (s, stop) = self.idle(session, poll, &mut count, shutdown).await?;
                 session = s;
                 if stop {
                     *slot = Some(session);
@@ -288,6 +290,7 @@ impl MailboxWatcher {
         &self,
         session: Session,
         poll: Duration,
+        count: &mut MessageCount,
         shutdown: &CancellationToken,
     ) -> Result<(Session, bool), ImapError> {
         let limit = self.limit();
@@ -296,7 +299,7 @@ impl MailboxWatcher {
         let unsolicited = session.unsolicited_responses.clone();
         let mut handle = session.idle();
         timed(limit, "IDLE", handle.init()).await?;
-        let stop = if drain(&unsolicited) {
+        let stop = if count.drain(&unsolicited) {
             false
         } else {
             let (wait, _interrupt) = handle.wait_with_timeout(poll);
@@ -306,6 +309,9 @@ impl MailboxWatcher {
                     match r? {
                         IdleResponse::NewData(data) => {
                             debug!(mailbox = %self.key, response = ?data.parsed(), "imap_idle_woken");
+                            if let Response::MailboxData(MailboxDatum::Exists(n)) = data.parsed() {
+                                count.0 = *n;
+                            }
                         }
                         IdleResponse::Timeout => {}
                         IdleResponse::ManualInterrupt => return Err(ImapError::Closed("during IDLE")),
@@ -325,11 +331,12 @@ impl MailboxWatcher {
         session: &mut Session,
         uid_validity: u32,
         mut last_uid: u32,
+        count: &mut MessageCount,
         shutdown: &CancellationToken,
     ) -> Result<(u32, bool), ImapError> {
         let limit = self.limit();
         // What was announced before this listing is in it.
-        announced_new_mail(session);
+        count.drain(&session.unsolicited_responses);
         let mut more = false;
         let from = last_uid.saturating_add(1);
         let listed: Vec<(u32, u64)> = {
@@ -367,9 +374,9 @@ impl MailboxWatcher {
             rest = tail;
             last_uid = self.take_batch(session, uid_validity, batch).await?;
             // Drained after each batch: the library keeps at most 100 unsolicited responses.
-            more |= announced_new_mail(session);
+            more |= count.drain(&session.unsolicited_responses);
         }
-        more |= announced_new_mail(session);
+        more |= count.drain(&session.unsolicited_responses);
         if !shutdown.is_cancelled() {
             crate::metrics::imap_mailbox_lag(&self.key, Duration::ZERO);
         }
@@ -468,18 +475,29 @@ impl MailboxWatcher {
     }
 }
 
-/// Empties the session's unsolicited responses (EXISTS, EXPUNGE… sent beside command
-/// replies); true when one announced new messages.
-fn announced_new_mail(session: &Session) -> bool {
-    drain(&session.unsolicited_responses)
-}
+/// The folder's message count as the server last announced it (SELECT, then EXISTS and
+/// EXPUNGE). Only a count above it is new mail: a server repeats EXISTS and RECENT freely
+/// (`* 0 RECENT`, the same EXISTS after a STORE), and taking those for mail would start
+/// round after round with no pause.
+struct MessageCount(u32);
 
-fn drain(unsolicited: &async_channel::Receiver<UnsolicitedResponse>) -> bool {
-    let mut announced = false;
-    while let Ok(response) = unsolicited.try_recv() {
-        announced |= matches!(response, UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_));
+impl MessageCount {
+    /// Empties the session's unsolicited responses (EXISTS, EXPUNGE… sent beside command
+    /// replies); true when one announced more messages than known.
+    fn drain(&mut self, unsolicited: &async_channel::Receiver<UnsolicitedResponse>) -> bool {
+        let mut announced = false;
+        while let Ok(response) = unsolicited.try_recv() {
+            match response {
+                UnsolicitedResponse::Exists(n) => {
+                    announced |= n > self.0;
+                    self.0 = n;
+                }
+                UnsolicitedResponse::Expunge(_) => self.0 = self.0.saturating_sub(1),
+                _ => {}
+            }
+        }
+        announced
     }
-    announced
 }
 
 /// `1,3:5,9` from sorted or unsorted UIDs.
@@ -504,7 +522,32 @@ fn uid_set(uids: &[u32]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::uid_set;
+    use super::{uid_set, MessageCount};
+    use async_imap::types::UnsolicitedResponse;
+
+    #[test]
+    fn only_a_higher_exists_count_is_new_mail() {
+        let (tx, rx) = async_channel::unbounded();
+        let mut count = MessageCount(3);
+        let send = |r: UnsolicitedResponse| tx.try_send(r).expect("send");
+        send(UnsolicitedResponse::Recent(0));
+        send(UnsolicitedResponse::Recent(2));
+        send(UnsolicitedResponse::Exists(3));
+        assert!(!count.drain(&rx), "RECENT and an unchanged EXISTS are not new mail");
+        assert!(!count.drain(&rx), "nothing left");
+        send(UnsolicitedResponse::Exists(4));
+        assert!(count.drain(&rx));
+        assert!(!count.drain(&rx));
+        // Three moved away, then one arrives: 4 - 3 + 1 = 2 is still more than known.
+        for n in [1, 1, 1] {
+            send(UnsolicitedResponse::Expunge(n));
+        }
+        assert!(!count.drain(&rx));
+        send(UnsolicitedResponse::Exists(2));
+        assert!(count.drain(&rx));
+        send(UnsolicitedResponse::Exists(1));
+        assert!(!count.drain(&rx), "fewer messages is not new mail");
+    }
 
     #[test]
     fn uid_sets_are_ranges() {
