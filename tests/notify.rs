@@ -380,13 +380,14 @@ async fn a_relay_that_is_down_delays_the_reply_until_it_is_back() {
     assert_eq!((state[0].0.as_str(), state[0].2), ("queued", 1), "{state:?}");
     assert!(state[0].3.as_deref().is_some_and(|e| !e.is_empty()), "the relay's error is kept: {state:?}");
     assert_eq!(store.replies_waiting().await.expect("waiting"), 1, "the reply waits in the queue");
-    // Backoff: 60 s after the first failure, then 120 s after the second.
+    // Backoff: 60 s after the first failure, then 120 s after the second, each counted from
+    // when the relay failed (a refused connection: a moment after the pass began).
     assert_eq!(sender.send_due(now + TimeDelta::seconds(59)).await.expect("pass"), 0);
-    assert_eq!(sender.send_due(now + TimeDelta::seconds(60)).await.expect("pass"), 1);
-    assert_eq!(sender.send_due(now + TimeDelta::seconds(179)).await.expect("pass"), 0);
+    assert_eq!(sender.send_due(now + TimeDelta::seconds(61)).await.expect("pass"), 1);
+    assert_eq!(sender.send_due(now + TimeDelta::seconds(180)).await.expect("pass"), 0);
 
     let inbox = Inbox::start(port).await;
-    assert_eq!(sender.send_due(now + TimeDelta::seconds(180)).await.expect("pass"), 1);
+    assert_eq!(sender.send_due(now + TimeDelta::seconds(182)).await.expect("pass"), 1);
     let received = inbox.received().await;
     assert_eq!(received.len(), 1);
     assert_eq!(parse(&received[0].0).subject, "Will be recorded: Quarterly review");
@@ -454,6 +455,114 @@ async fn two_senders_on_one_store_send_each_reply_once() {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), replies, "{}: no reply sent twice", backend.name);
+        backend.finish().await;
+    }
+    inbox.stop().await;
+}
+
+/// When reply `id` was recorded as sent, read from the backend's table.
+async fn sent_at(backend: &common::Backend, id: i64) -> DateTime<Utc> {
+    let sql = "SELECT sent_at FROM replies WHERE id = $1";
+    if backend.url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&backend.url).await.expect("pool");
+        let (at,): (String,) = sqlx::query_as(sql).bind(id).fetch_one(&pool).await.expect("sent_at");
+        pool.close().await;
+        common::at(&at)
+    } else {
+        let pool = sqlx::PgPool::connect(&backend.url).await.expect("pool");
+        let (at,): (DateTime<Utc>,) = sqlx::query_as(sql).bind(id).fetch_one(&pool).await.expect("sent_at");
+        pool.close().await;
+        at
+    }
+}
+
+/// A relay on loopback that holds every connection until released, then passes it to `to`.
+/// `arrived` counts the connections taken.
+async fn stalling_relay(to: u16) -> (u16, tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<usize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("relay binds");
+    let port = listener.local_addr().expect("addr").port();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (arrived_tx, arrived) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            arrived_tx.send_modify(|n| *n += 1);
+            let mut released = released.clone();
+            tokio::spawn(async move {
+                if released.wait_for(|r| *r).await.is_err() {
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (port, release, arrived)
+}
+
+/// A relay slow on one reply holds no lease on the replies waiting their turn: another daemon
+/// sends those meanwhile, nothing is sent twice, and `sent_at` is when the relay took it.
+#[tokio::test]
+async fn a_slow_relay_holds_a_lease_on_the_reply_in_flight_only() {
+    let inbox = Inbox::start(0).await;
+    let invite = common::fixture("zoom-invite.eml");
+    let now = common::now();
+    for backend in common::backends().await {
+        let before = inbox.received().await.len();
+        let (slow_port, release, mut arrived) = stalling_relay(inbox.port).await;
+        let config = notify_config(inbox.port, |c| c.notify.max_replies_per_hour = 1000);
+        for n in 0..3 {
+            let raw = replace(&invite, "UID:review-1@acme.com", &format!("UID:slow-{}-{n}@acme.com", backend.name));
+            receive(backend.store.as_ref(), &config, &raw, now).await;
+        }
+        let mut slow_config = config.clone();
+        slow_config.server.hostname = "slow.test.invalid".into();
+        slow_config.notify.relay_port = slow_port;
+        let mut fast_config = config.clone();
+        fast_config.server.hostname = "fast.test.invalid".into();
+        let slow = ReplySender::new(&slow_config, backend.store.clone()).expect("slow sender");
+        let fast = ReplySender::new(&fast_config, backend.store.clone()).expect("fast sender");
+        let (slow_sent, fast_sent) = tokio::join!(slow.send_due(now), async {
+            // The slow daemon has claimed one reply and its relay holds it.
+            tokio::time::timeout(Duration::from_secs(30), arrived.wait_for(|n| *n == 1))
+                .await
+                .expect("the slow sender reaches its relay")
+                .expect("relay runs");
+            let sent = fast.send_due(now).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            release.send(true).expect("release");
+            sent
+        });
+        assert_eq!(
+            fast_sent.expect("fast"),
+            2,
+            "{}: the waiting replies are not held by the slow daemon",
+            backend.name
+        );
+        assert_eq!(slow_sent.expect("slow"), 1, "{}: the slow daemon sent the one it claimed", backend.name);
+        let received = inbox.received().await;
+        let mut ids: Vec<String> =
+            received[before..].iter().map(|(raw, _)| parse(raw).header("Message-ID").unwrap_or_default()).collect();
+        ids.sort();
+        let slow_ids: Vec<_> = ids.iter().filter(|id| id.ends_with("@slow.test.invalid>")).cloned().collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 3, "{}: every reply arrived once: {ids:?}", backend.name);
+        assert_eq!(slow_ids.len(), 1, "{}: {ids:?}", backend.name);
+        // `sent_at` of the stalled reply is at least the 2 s the relay held it after `now`.
+        let waiting = backend.store.replies_waiting().await.expect("waiting");
+        assert_eq!(waiting, 0, "{}", backend.name);
+        let id: i64 = slow_ids[0]
+            .trim_start_matches("<invited-reply-")
+            .split('@')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("reply id in Message-ID");
+        let sent_at = sent_at(&backend, id).await;
+        assert!(
+            sent_at >= now + TimeDelta::seconds(2),
+            "{}: sent_at {sent_at} is when the relay took it",
+            backend.name
+        );
+        assert!(sent_at < now + TimeDelta::minutes(5), "{}: sent_at {sent_at} is on the pass's clock", backend.name);
         backend.finish().await;
     }
     inbox.stop().await;

@@ -1,7 +1,9 @@
 //! The reply worker: claims due replies from the store, hands each to the relay with lettre
 //! (tokio, rustls), and records how it went. A relay that is down or answers 4xx delays a
 //! reply (capped exponential backoff, retried until it is taken); a 5xx refusal fails it
-//! for good. Claims are leased, so that daemons sharing a store send each reply once.
+//! for good. Claims are leased, so that daemons sharing a store send each reply once: a
+//! reply is claimed only right before it is handed to the relay, one at a time, so that a
+//! slow relay cannot let the lease of a reply still waiting its turn run out.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -21,8 +23,8 @@ use super::{NotifyConfig, RelayTls};
 use crate::config::Config;
 use crate::store::{ClaimedReply, Store, StoreError};
 
-/// Most replies claimed at once; the rest wait for the next pass.
-const CLAIM_BATCH: u32 = 20;
+/// Most replies sent in one pass (each claimed on its own); the rest wait for the next pass.
+const PASS_LIMIT: usize = 20;
 
 /// `Auto-Submitted: auto-replied` (RFC 3834 §5): other responders must not answer.
 #[derive(Debug, Clone, Copy)]
@@ -147,16 +149,24 @@ impl ReplySender {
         })
     }
 
-    /// One pass at `now`: claims due replies and tries each once. Returns how many were claimed.
+    /// One pass starting at `now`: claims one due reply, tries it once, and goes on with the
+    /// next, up to [`PASS_LIMIT`]. Each claim, `sent_at` and `retry_at` is taken on the clock
+    /// `now` started, moved on by the time the pass has run. Returns how many were claimed.
     pub async fn send_due(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let replies = self.store.claim_due_replies(&self.worker, CLAIM_BATCH, self.lease, now).await?;
-        for reply in &replies {
-            self.send_one(reply, now).await?;
+        let started = std::time::Instant::now();
+        let clock = || now + TimeDelta::from_std(started.elapsed()).unwrap_or(TimeDelta::zero());
+        let mut claimed = 0;
+        while claimed < PASS_LIMIT {
+            let Some(reply) = self.store.claim_due_replies(&self.worker, 1, self.lease, clock()).await?.pop() else {
+                break;
+            };
+            claimed += 1;
+            self.send_one(&reply, clock).await?;
         }
-        Ok(replies.len())
+        Ok(claimed)
     }
 
-    async fn send_one(&self, reply: &ClaimedReply, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn send_one(&self, reply: &ClaimedReply, clock: impl Fn() -> DateTime<Utc>) -> Result<(), StoreError> {
         let message = match build_message(reply, &self.hostname) {
             Ok(m) => m,
             Err(e) => {
@@ -170,21 +180,33 @@ impl ReplySender {
             Ok(_) => {
                 info!(reply_id = reply.id, tenant = %reply.tenant, recipient = %reply.recipient, attempts = reply.attempts, "reply_sent");
                 crate::metrics::reply_handled("sent");
-                self.store.reply_sent(reply.id, &self.worker, now).await?;
+                if !self.store.reply_sent(reply.id, &self.worker, clock()).await? {
+                    self.lease_lost(reply);
+                }
             }
             Err(e) if e.is_permanent() => {
                 error!(reply_id = reply.id, tenant = %reply.tenant, recipient = %reply.recipient, attempts = reply.attempts, error_code = "relay_refused", error = %e, "reply_failed");
                 crate::metrics::reply_handled("failed");
-                self.store.reply_failed(reply.id, &self.worker, &e.to_string()).await?;
+                if !self.store.reply_failed(reply.id, &self.worker, &e.to_string()).await? {
+                    self.lease_lost(reply);
+                }
             }
             Err(e) => {
-                let retry_at = now + backoff(self.retry_base, self.retry_max, reply.attempts);
+                let retry_at = clock() + backoff(self.retry_base, self.retry_max, reply.attempts);
                 warn!(reply_id = reply.id, tenant = %reply.tenant, recipient = %reply.recipient, attempts = reply.attempts, retry_at = %retry_at.to_rfc3339(), error_code = "relay_unavailable", error = %e, "reply_deferred");
                 crate::metrics::reply_handled("retrying");
-                self.store.reply_deferred(reply.id, &self.worker, &e.to_string(), retry_at).await?;
+                if !self.store.reply_deferred(reply.id, &self.worker, &e.to_string(), retry_at).await? {
+                    self.lease_lost(reply);
+                }
             }
         }
         Ok(())
+    }
+
+    /// The reply's lease ran out while the relay had it and another daemon may have claimed
+    /// it again: the requester may get it twice. Says so; the lease is too short for the relay.
+    fn lease_lost(&self, reply: &ClaimedReply) {
+        warn!(reply_id = reply.id, tenant = %reply.tenant, recipient = %reply.recipient, attempts = reply.attempts, error_code = "lease_lost", lease_seconds = self.lease.num_seconds(), "reply_lease_lost");
     }
 
     /// Sends due replies every `poll_seconds` (at once again after a full batch) until shutdown.
@@ -195,7 +217,7 @@ impl ReplySender {
             // lease runs out and it is tried again.
             let pass = AssertUnwindSafe(self.send_due(Utc::now())).catch_unwind().await;
             let full = match pass {
-                Ok(Ok(n)) => n == CLAIM_BATCH as usize,
+                Ok(Ok(n)) => n == PASS_LIMIT,
                 Ok(Err(e)) => {
                     warn!(error_code = e.code(), error = %e, "reply_queue_failed");
                     false

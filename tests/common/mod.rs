@@ -95,17 +95,20 @@ impl PgDatabase {
 pub struct Backend {
     pub name: &'static str,
     pub store: std::sync::Arc<dyn invited::store::Store>,
+    /// The store's URL, for a test that reads a table directly.
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
     pg: Option<PgDatabase>,
 }
 
 pub async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = invited::store::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("sqlite store");
-    let mut all = vec![Backend { name: "sqlite", store: sqlite, _dir: Some(dir), pg: None }];
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let sqlite = invited::store::open(&url).await.expect("sqlite store");
+    let mut all = vec![Backend { name: "sqlite", store: sqlite, url, _dir: Some(dir), pg: None }];
     if let Some(db) = pg_database().await {
         let store = invited::store::open(&db.url).await.expect("postgres store");
-        all.push(Backend { name: "postgres", store, _dir: None, pg: Some(db) });
+        all.push(Backend { name: "postgres", store, url: db.url.clone(), _dir: None, pg: Some(db) });
     }
     all
 }
