@@ -1,7 +1,8 @@
 //! `sender_auth = "dmarc"`: the daemon checks DKIM and SPF itself (mail-auth) and believes
 //! the From address only on a DMARC-aligned pass (design.md, precise rule 3).
 //!
-//! - DKIM: every signature of the stored message.
+//! - DKIM: the first [`MAX_DKIM_SIGNATURES`] signatures of the stored message, topmost
+//!   first (each costs a DNS lookup); any further one is ignored, even one that would pass.
 //! - SPF: the SMTP client's IP address, HELO name and MAIL FROM, read back from the
 //!   `Received:` header the SMTP intake put on top of its stored copy. Messages from other
 //!   sources (`ingest`, IMAP) have no client we saw, so only DKIM can pass for them.
@@ -11,17 +12,18 @@
 //!
 //! Verification runs while a message is processed, after the `250`, never before it. A DNS
 //! failure that could hide a pass is a [`Checked::TempError`]: the message stays stored and
-//! unprocessed, and is tried again (see `pipeline::SENDER_AUTH_RETRY_HOURS`).
+//! unprocessed, and is tried again (see `pipeline::SENDER_AUTH_RETRY_HOURS`). So is a check
+//! that takes longer than [`CHECK_TIMEOUT`] in all (slow or silent name servers).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, DnsError, Error, MessageAuthenticator, Parameters,
@@ -51,6 +53,13 @@ pub enum Checked {
 /// Most answers kept per record type; beyond it the cache starts afresh.
 const CACHE_ENTRIES: usize = 10_000;
 
+/// Most DKIM signatures of one message verified (one DNS lookup each); the rest are ignored.
+pub const MAX_DKIM_SIGNATURES: usize = 5;
+
+/// Longest one message's check (DKIM, SPF and DMARC lookups together) may take; past it the
+/// check is a [`Checked::TempError`] and the message is tried again later.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// DKIM, SPF and DMARC with a DNS resolver and its answer cache.
 pub struct Verifier {
     resolver: MessageAuthenticator,
@@ -61,6 +70,8 @@ pub struct Verifier {
     ipv4: Cache<Box<str>, RecordSet<Ipv4Addr>>,
     ipv6: Cache<Box<str>, RecordSet<Ipv6Addr>>,
     ptr: Cache<IpAddr, RecordSet<Box<str>>>,
+    /// [`CHECK_TIMEOUT`] unless [set](Verifier::with_check_timeout) otherwise.
+    check_timeout: Duration,
 }
 
 static SHARED: OnceLock<Result<Verifier, String>> = OnceLock::new();
@@ -88,12 +99,25 @@ impl Verifier {
     /// Answers only from what is [seeded](Verifier::seed_txt): every other lookup goes to
     /// 127.0.0.1, port 53, once, and fails after a second. For tests, offline.
     pub fn offline(hostname: &str) -> Result<Verifier, String> {
-        let config = ResolverConfig::from_name_servers(vec![NameServerConfig::udp(IpAddr::V4(Ipv4Addr::LOCALHOST))]);
+        Verifier::with_name_server(hostname, SocketAddr::from((Ipv4Addr::LOCALHOST, 53)), Duration::from_secs(1))
+    }
+
+    /// Asks the one name server at `server` (UDP), once per lookup, waiting `lookup_timeout`.
+    pub fn with_name_server(hostname: &str, server: SocketAddr, lookup_timeout: Duration) -> Result<Verifier, String> {
+        let mut udp = ConnectionConfig::udp();
+        udp.port = server.port();
+        let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(server.ip(), true, vec![udp])]);
         let mut opts = ResolverOpts::default();
-        opts.timeout = Duration::from_secs(1);
+        opts.timeout = lookup_timeout;
         opts.attempts = 1;
-        let resolver = MessageAuthenticator::new(config, opts).map_err(|e| format!("offline resolver: {e}"))?;
+        let resolver = MessageAuthenticator::new(config, opts).map_err(|e| format!("resolver at {server}: {e}"))?;
         Ok(Verifier::with_resolver(resolver, hostname))
+    }
+
+    /// Bounds each message's check by `limit` instead of [`CHECK_TIMEOUT`].
+    pub fn with_check_timeout(mut self, limit: Duration) -> Verifier {
+        self.check_timeout = limit;
+        self
     }
 
     fn with_resolver(resolver: MessageAuthenticator, hostname: &str) -> Verifier {
@@ -105,6 +129,7 @@ impl Verifier {
             ipv4: Cache::default(),
             ipv6: Cache::default(),
             ptr: Cache::default(),
+            check_timeout: CHECK_TIMEOUT,
         }
     }
 
@@ -135,9 +160,20 @@ impl Verifier {
             .with_ptr_cache(&self.ptr)
     }
 
-    /// Checks the stored message `raw`; `client` when it came in over our SMTP intake.
+    /// Checks the stored message `raw`; `client` when it came in over our SMTP intake. A
+    /// check that runs past its time limit is a [`Checked::TempError`].
     pub async fn check(&self, raw: &[u8], client: Option<&SmtpClient>) -> Checked {
-        let Some(message) = AuthenticatedMessage::parse(raw) else {
+        match tokio::time::timeout(self.check_timeout, self.check_unbounded(raw, client)).await {
+            Ok(checked) => checked,
+            Err(_) => Checked::TempError(format!(
+                "DKIM, SPF and DMARC lookups timed out after {} s (slow or silent name servers)",
+                self.check_timeout.as_secs_f64()
+            )),
+        }
+    }
+
+    async fn check_unbounded(&self, raw: &[u8], client: Option<&SmtpClient>) -> Checked {
+        let Some(mut message) = AuthenticatedMessage::parse(raw) else {
             return Checked::Verdict(fail("the message has no readable header block".into()));
         };
         let from_domains: Vec<String> = message.from.iter().filter_map(|f| domain_of(f)).collect();
@@ -147,6 +183,7 @@ impl Verifier {
         if from_domains.iter().any(|d| *d != from_domain) {
             return Checked::Verdict(fail(format!("From names several domains ({})", from_domains.join(", "))));
         }
+        message.dkim_headers.truncate(MAX_DKIM_SIGNATURES);
         let dkim = self.resolver.verify_dkim(self.params(&message)).await;
         let (spf, mail_from_domain) = match client {
             Some(c) => {

@@ -330,3 +330,58 @@ async fn verdicts_say_what_passed_or_failed() {
         }
     }
 }
+
+/// Only the topmost `MAX_DKIM_SIGNATURES` signatures are verified: a message carrying more
+/// costs no more lookups, and an aligned signature below them does not count.
+#[tokio::test]
+async fn at_most_five_dkim_signatures_are_verified() {
+    use invited::dmarc::{Checked, MAX_DKIM_SIGNATURES};
+    keys();
+    let verifier = invited::dmarc::shared("mx.test.invalid").expect("the installed verifier");
+    let alice = invite("many@acme.com", "alice@acme.com", "alice@acme.com");
+    let mut mail = signed(&alice, "acme.com", "s1", &keys().acme);
+    for _ in 0..MAX_DKIM_SIGNATURES {
+        mail = signed(&mail, "evil.example", "e1", &keys().evil);
+    }
+    match verifier.check(mail.as_bytes(), None).await {
+        Checked::Verdict(v) => {
+            assert!(!v.authenticated, "the aligned acme.com signature is the sixth: ignored: {v:?}");
+            assert_eq!(v.reason.matches("dkim=").count(), MAX_DKIM_SIGNATURES, "{}", v.reason);
+            assert!(!v.reason.contains("d=acme.com"), "{}", v.reason);
+        }
+        Checked::TempError(e) => panic!("unexpected temperror {e}"),
+    }
+    // With one signature less, the acme.com one is among the first five and passes.
+    let fewer = mail.split_once("DKIM-Signature").map(|(_, rest)| rest).expect("signed");
+    let fewer = &fewer[fewer.find("DKIM-Signature").expect("another signature")..];
+    match verifier.check(fewer.as_bytes(), None).await {
+        Checked::Verdict(v) => assert!(v.authenticated, "{v:?}"),
+        Checked::TempError(e) => panic!("unexpected temperror {e}"),
+    }
+}
+
+/// A name server that never answers: the check ends at its time limit as a temporary
+/// error (the message is tried again later), not after every lookup has waited in turn.
+#[tokio::test]
+async fn a_silent_name_server_makes_the_check_a_temporary_error_at_its_time_limit() {
+    use invited::dmarc::{Checked, SmtpClient};
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("silent name server");
+    let server = silent.local_addr().expect("addr");
+    let verifier = Verifier::with_name_server("mx.test.invalid", server, Duration::from_secs(600))
+        .expect("verifier")
+        .with_check_timeout(Duration::from_secs(1));
+    let client = SmtpClient {
+        ip: "127.0.0.1".parse().expect("ip"),
+        helo: "mail.acme.com".into(),
+        mail_from: "alice@acme.com".into(),
+    };
+    let alice = invite("silent@acme.com", "alice@acme.com", "alice@acme.com");
+    let checked = tokio::time::timeout(Duration::from_secs(120), verifier.check(alice.as_bytes(), Some(&client)))
+        .await
+        .expect("the check ends on its own");
+    match checked {
+        Checked::TempError(e) => assert!(e.contains("timed out after 1 s"), "{e}"),
+        Checked::Verdict(v) => panic!("no verdict without DNS answers: {v:?}"),
+    }
+    drop(silent);
+}
