@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use invited::config::{Config, LiveConfig};
-use invited::intake::imap::{spawn_watchers, ImapTls, MailboxConfig};
+use invited::intake::imap::{content_key, spawn_watchers, ImapTls, MailboxConfig};
 use invited::store::{self, MailboxStart, NewMessage, Source, Store};
-use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -320,7 +319,7 @@ async fn killed_between_commit_and_move_reprocesses_nothing() {
     let messages: Vec<NewMessage> = fetched
         .iter()
         .map(|(_, raw)| NewMessage {
-            sha256: hex::encode(Sha256::digest(raw)),
+            sha256: content_key(&k, raw),
             message_id: None,
             raw: raw.clone(),
             source: Source::Imap,
@@ -505,4 +504,37 @@ async fn the_postgres_mailbox_lease_is_exclusive() {
     }
     drop((a, b));
     db.drop_now().await;
+}
+
+/// IMAP copies carry no header of ours: the same invite in two tenants' mailboxes must be
+/// kept once per tenant, each under its own recipient, and read twice in one mailbox stays one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_mail_in_two_tenants_mailboxes_is_kept_for_both() {
+    let Some(dovecot) = Dovecot::start() else { return };
+    let (_dir, url, store) = sqlite().await;
+    let mailbox = dovecot.mailbox(ImapTls::None);
+    let config = config(vec![mailbox.clone()], |c| {
+        let mut globex = c.tenants[0].clone();
+        globex.id = "globex".into();
+        globex.assistant_addresses = vec!["globex@assistant.example.com".into()];
+        c.tenants.push(globex);
+    });
+    dovecot.deliver(&invite(1));
+    let daemon = start(&config, &store);
+    assert_eq!(daemon.handles.len(), 2, "one watcher per tenant's mailbox");
+    let (acme, globex) = (mailbox.key("acme"), mailbox.key("globex"));
+    for k in [&acme, &globex] {
+        wait_until("both mailboxes were read", || async {
+            store.mailbox_state(k).await.expect("state").is_some_and(|s| s.last_uid == 1)
+        })
+        .await;
+    }
+    wait_until("both copies were stored", || async { count_messages(&url).await == 2 }).await;
+    daemon.stop().await;
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("pool");
+    let mut rcpts: Vec<String> =
+        sqlx::query_scalar("SELECT envelope_rcpts FROM messages").fetch_all(&pool).await.expect("rcpts");
+    pool.close().await;
+    rcpts.sort();
+    assert_eq!(rcpts, [r#"["acme@assistant.example.com"]"#, r#"["globex@assistant.example.com"]"#]);
 }

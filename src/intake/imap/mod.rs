@@ -13,7 +13,7 @@ mod connect;
 mod watcher;
 
 pub use config::{is_loopback, ImapConfig, ImapTls, MailboxConfig, MAX_IDLE_SECONDS};
-pub use watcher::{spawn_watchers, MailboxWatcher};
+pub use watcher::{content_key, spawn_watchers, MailboxWatcher};
 
 use crate::store::StoreError;
 

@@ -424,7 +424,7 @@ impl MailboxWatcher {
         let messages: Vec<NewMessage> = bodies
             .iter()
             .map(|(_, raw)| NewMessage {
-                sha256: hex::encode(Sha256::digest(raw)),
+                sha256: content_key(&self.key, raw),
                 message_id: mime::message_id(raw),
                 raw: raw.clone(),
                 source: Source::Imap,
@@ -475,6 +475,19 @@ impl MailboxWatcher {
     }
 }
 
+/// The store's deduplication key (`messages.sha256`) for a message read from `mailbox`: the
+/// SHA-256 of the mailbox key, a 0x1F separator, and the bytes. IMAP copies carry no header
+/// of ours, so the same mail in two tenants' mailboxes has the same bytes; hashing the bytes
+/// alone would keep it for the first tenant only. Per mailbox it is stable, so a folder read
+/// again (UIDVALIDITY reset, a crash before the acknowledgement) is still recognised.
+pub fn content_key(mailbox: &str, raw: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(mailbox.as_bytes());
+    hash.update([0x1f]);
+    hash.update(raw);
+    hex::encode(hash.finalize())
+}
+
 /// The folder's message count as the server last announced it (SELECT, then EXISTS and
 /// EXPUNGE). Only a count above it is new mail: a server repeats EXISTS and RECENT freely
 /// (`* 0 RECENT`, the same EXISTS after a STORE), and taking those for mail would start
@@ -522,8 +535,19 @@ fn uid_set(uids: &[u32]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{uid_set, MessageCount};
+    use super::{content_key, uid_set, MessageCount};
     use async_imap::types::UnsolicitedResponse;
+
+    #[test]
+    fn the_same_mail_in_two_mailboxes_is_two_messages_and_stays_one_per_mailbox() {
+        let raw = b"Subject: the same invite\r\n\r\nbody";
+        let acme = content_key("acme/a@imap.example:993/INBOX", raw);
+        let globex = content_key("globex/g@imap.example:993/INBOX", raw);
+        assert_ne!(acme, globex);
+        assert_eq!(acme, content_key("acme/a@imap.example:993/INBOX", raw), "stable across readings");
+        assert_ne!(acme, content_key("acme/a@imap.example:993/INBOX", b"Subject: another\r\n\r\nbody"));
+        assert_eq!(acme.len(), 64);
+    }
 
     #[test]
     fn only_a_higher_exists_count_is_new_mail() {
