@@ -224,7 +224,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    store::open(&config.store.url).await.with_context(|| format!("cannot open store.url = {}", config.store.url))
+    store::open(&config.store.url)
+        .await
+        .with_context(|| format!("cannot open store.url = {}", crate::config::mask_url(&config.store.url)))
 }
 
 fn read_input(path: &PathBuf) -> anyhow::Result<Vec<u8>> {

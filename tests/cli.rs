@@ -129,6 +129,31 @@ fn bad_config_names_the_key() {
     assert!(stderr(&o).contains("seats"), "{}", stderr(&o));
 }
 
+/// A store that cannot be opened is named in the error with its password masked, whatever
+/// form the URL takes.
+#[test]
+fn a_store_error_never_shows_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "mysql://invited:hunter2@127.0.0.1/invited",
+        "postgres://invited@127.0.0.1:1/invited?password=hunter2&sslmode=disable",
+        "host=127.0.0.1 user=invited password=hunter2",
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_invited"))
+            .args(["jobs"])
+            .env("INVITED_CONFIG", common::fixtures().join("config.toml"))
+            .env("INVITED_STORE__URL", url)
+            .env_remove("RUST_LOG")
+            .current_dir(dir.path())
+            .output()
+            .expect("run invited");
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{url}: {err}");
+        assert!(err.contains("store.url") && err.contains("********"), "{url}: {err}");
+        assert!(!err.contains("hunter2"), "{url}: {err}");
+    }
+}
+
 /// A port that was free a moment ago, on loopback.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

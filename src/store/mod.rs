@@ -38,7 +38,7 @@ pub use sqlite::SqliteStore;
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported store url {0:?}: expected sqlite://PATH or postgres://USER@HOST/DB")]
+    #[error("unsupported store url {:?}: expected sqlite://PATH or postgres://USER@HOST/DB", crate::config::mask_url(.0))]
     UnsupportedUrl(String),
     #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
