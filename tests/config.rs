@@ -68,11 +68,15 @@ fn environment_overrides_scalar_sections_and_ignores_other_variables() {
     std::fs::write(&path, TENANT).unwrap();
     // figment reads the process environment; these names are unique to this test.
     std::env::set_var("INVITED_SCHEDULING__HORIZON_DAYS", "7");
+    std::env::set_var("INVITED_IMAP__POLL_SECONDS", "45");
     std::env::set_var("INVITED_TEST_UNRELATED", "1");
     let c = Config::load(&path);
     std::env::remove_var("INVITED_SCHEDULING__HORIZON_DAYS");
+    std::env::remove_var("INVITED_IMAP__POLL_SECONDS");
     std::env::remove_var("INVITED_TEST_UNRELATED");
-    assert_eq!(c.expect("loads").scheduling.horizon_days, 7);
+    let c = c.expect("loads");
+    assert_eq!(c.scheduling.horizon_days, 7);
+    assert_eq!(c.imap.poll_seconds, 45, "[imap] is overridden too, as README says");
 }
 
 #[test]
