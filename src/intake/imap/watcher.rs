@@ -18,7 +18,7 @@ use async_imap::extensions::idle::IdleResponse;
 use async_imap::imap_proto::{MailboxDatum, Response};
 use async_imap::types::UnsolicitedResponse;
 use chrono::Utc;
-use futures_util::{FutureExt, TryStreamExt};
+use futures_util::{FutureExt, Stream, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +67,12 @@ pub struct MailboxWatcher {
 /// How a connection ended.
 enum Ended {
     Shutdown,
-    Failed { error: ImapError, selected: bool },
+    /// `fetched`: a whole round (listing, fetching, committing, acknowledging) succeeded on
+    /// this connection, so the failure is not part of a streak.
+    Failed {
+        error: ImapError,
+        fetched: bool,
+    },
 }
 
 impl MailboxWatcher {
@@ -115,8 +120,8 @@ impl MailboxWatcher {
                     let ended = AssertUnwindSafe(self.connection(lease, &shutdown)).catch_unwind().await;
                     match ended {
                         Ok(Ended::Shutdown) => break,
-                        Ok(Ended::Failed { error, selected }) => {
-                            if selected {
+                        Ok(Ended::Failed { error, fetched }) => {
+                            if fetched {
                                 failures = 0;
                             }
                             failures = failures.saturating_add(1);
@@ -179,8 +184,9 @@ impl MailboxWatcher {
     /// One connection, holding the lease: until shutdown or the first failure.
     async fn connection(&self, mut lease: Box<dyn MailboxLease>, shutdown: &CancellationToken) -> Ended {
         let mut selected = false;
+        let mut fetched = false;
         let mut session = None;
-        let result = self.watch(&mut lease, &mut session, &mut selected, shutdown).await;
+        let result = self.watch(&mut lease, &mut session, &mut selected, &mut fetched, shutdown).await;
         if selected {
             crate::metrics::imap_mailbox_connected(&self.key, false);
         }
@@ -191,7 +197,7 @@ impl MailboxWatcher {
         lease.release().await;
         match result {
             Ok(()) => Ended::Shutdown,
-            Err(error) => Ended::Failed { error, selected },
+            Err(error) => Ended::Failed { error, fetched },
         }
     }
 
@@ -200,6 +206,7 @@ impl MailboxWatcher {
         lease: &mut Box<dyn MailboxLease>,
         slot: &mut Option<Session>,
         selected: &mut bool,
+        fetched: &mut bool,
         shutdown: &CancellationToken,
     ) -> Result<(), ImapError> {
         let limit = self.limit();
@@ -258,6 +265,7 @@ impl MailboxWatcher {
             })?;
             let more;
             (last_uid, more) = self.fetch_new(&mut session, uid_validity, last_uid, &mut count, shutdown).await?;
+            *fetched = true;
             if shutdown.is_cancelled() {
                 *slot = Some(session);
                 return Ok(());
@@ -346,7 +354,7 @@ impl MailboxWatcher {
                 session.uid_fetch(format!("{from}:*"), "(UID RFC822.SIZE INTERNALDATE)"),
             )
             .await?;
-            let fetches: Vec<_> = timed(limit, "UID FETCH (sizes)", fetches.try_collect()).await?;
+            let fetches = each_within(limit, "UID FETCH (sizes)", fetches).await?;
             // `N:*` also matches the highest UID when it is below N (RFC 3501 §6.4.8).
             let mut listed: Vec<(u32, u64)> = fetches
                 .iter()
@@ -411,7 +419,7 @@ impl MailboxWatcher {
         if !wanted.is_empty() {
             let set = uid_set(&wanted);
             let fetches = timed(limit, "UID FETCH (bodies)", session.uid_fetch(&set, "(UID BODY.PEEK[])")).await?;
-            let fetches: Vec<_> = timed(limit, "UID FETCH (bodies)", fetches.try_collect()).await?;
+            let fetches = each_within(limit, "UID FETCH (bodies)", fetches).await?;
             for f in &fetches {
                 let (Some(uid), Some(body)) = (f.uid, f.body()) else { continue };
                 if wanted.contains(&uid) && !bodies.iter().any(|(u, _)| *u == uid) && body.len() as u64 <= max_bytes {
@@ -475,6 +483,21 @@ impl MailboxWatcher {
     }
 }
 
+/// Collects a command's responses, each within `limit` of the one before: a batch of up to
+/// 16 MiB need not arrive within one `timeout_seconds`, a stalled server is still noticed.
+async fn each_within<T>(
+    limit: Duration,
+    step: &'static str,
+    stream: impl Stream<Item = Result<T, async_imap::error::Error>>,
+) -> Result<Vec<T>, ImapError> {
+    let mut stream = std::pin::pin!(stream);
+    let mut all = Vec::new();
+    while let Some(item) = timed(limit, step, stream.try_next()).await? {
+        all.push(item);
+    }
+    Ok(all)
+}
+
 /// The store's deduplication key (`messages.sha256`) for a message read from `mailbox`: the
 /// SHA-256 of the mailbox key, a 0x1F separator, and the bytes. IMAP copies carry no header
 /// of ours, so the same mail in two tenants' mailboxes has the same bytes; hashing the bytes
@@ -535,7 +558,12 @@ fn uid_set(uids: &[u32]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{content_key, uid_set, MessageCount};
+    use std::time::Duration;
+
+    use futures_util::{stream, StreamExt};
+
+    use super::{content_key, each_within, uid_set, MessageCount};
+    use crate::intake::imap::ImapError;
     use async_imap::types::UnsolicitedResponse;
 
     #[test]
@@ -547,6 +575,24 @@ mod tests {
         assert_eq!(acme, content_key("acme/a@imap.example:993/INBOX", raw), "stable across readings");
         assert_ne!(acme, content_key("acme/a@imap.example:993/INBOX", b"Subject: another\r\n\r\nbody"));
         assert_eq!(acme.len(), 64);
+    }
+
+    /// Each response has its own deadline: a slow but steady batch is fetched whole, a stall
+    /// is a timeout.
+    #[tokio::test]
+    async fn a_fetch_deadline_is_per_response() {
+        let steady = stream::iter(1..=5).then(|n| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, async_imap::error::Error>(n)
+        });
+        let all = each_within(Duration::from_secs(1), "UID FETCH (bodies)", steady).await.expect("steady");
+        assert_eq!(all, [1, 2, 3, 4, 5], "1.5 s in all, under 1 s each");
+        let stalled = stream::iter(1..=2).then(|n| async move {
+            tokio::time::sleep(Duration::from_millis(if n == 2 { 3000 } else { 100 })).await;
+            Ok::<_, async_imap::error::Error>(n)
+        });
+        let err = each_within(Duration::from_secs(1), "UID FETCH (bodies)", stalled).await.expect_err("stalled");
+        assert!(matches!(err, ImapError::Timeout("UID FETCH (bodies)")), "{err}");
     }
 
     #[test]
