@@ -101,20 +101,33 @@ impl MailboxWatcher {
         let mut failures: u32 = 0;
         let mut waiting_logged = false;
         while !shutdown.is_cancelled() {
-            let wait = match self.store.try_lease_mailbox(&self.key).await {
-                Ok(None) => {
+            // PostgreSQL's lease opens a connection of its own, outside the pool's timeouts.
+            let leased = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout(self.limit(), self.store.try_lease_mailbox(&self.key)) => r,
+            };
+            let wait = match leased {
+                Err(_elapsed) => {
+                    warn!(
+                        tenant = %self.tenant, mailbox = %self.key, error_code = "timeout",
+                        timeout_seconds = self.imap().timeout_seconds, "imap_lease_failed"
+                    );
+                    failures = failures.saturating_add(1);
+                    self.backoff(failures)
+                }
+                Ok(Ok(None)) => {
                     if !waiting_logged {
                         info!(tenant = %self.tenant, mailbox = %self.key, "imap_mailbox_watched_elsewhere");
                         waiting_logged = true;
                     }
                     Duration::from_secs(self.imap().lease_retry_seconds)
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     warn!(tenant = %self.tenant, mailbox = %self.key, error_code = e.code(), error = %e, "imap_lease_failed");
                     failures = failures.saturating_add(1);
                     self.backoff(failures)
                 }
-                Ok(Some(lease)) => {
+                Ok(Ok(Some(lease))) => {
                     waiting_logged = false;
                     info!(tenant = %self.tenant, mailbox = %self.key, "imap_lease_acquired");
                     let ended = AssertUnwindSafe(self.connection(lease, &shutdown)).catch_unwind().await;
