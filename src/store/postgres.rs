@@ -406,18 +406,24 @@ async fn load_history(tx: &mut Transaction<'static, Postgres>, key: &EventKey) -
     .bind(&key.uid)
     .fetch_all(&mut **tx)
     .await?;
-    type ActiveRow = (i64, String, String, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>, String, String, String, String);
-    let jobs: Vec<ActiveRow> = sqlx::query_as(
+    type JobRow = (i64, String, String, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>, String, String, String, String);
+    // Active and finished jobs in one statement, so in one snapshot: read apart (READ
+    // COMMITTED), a job a recorder completed in between looked both active and finished,
+    // and the plan cancelled the done job and later made a second one for the meeting.
+    let jobs: Vec<JobRow> = sqlx::query_as(
         "SELECT j.id, l.slot, j.kind, j.occurrence_start, j.occurrence_end, j.run_at, j.meeting_url, j.flags,
                 l.requesters, j.state
          FROM job_links l JOIN jobs j ON j.id = l.job_id
-         WHERE l.tenant = $1 AND l.event_uid = $2 AND j.state IN ('scheduled', 'claimed') ORDER BY j.id",
+         WHERE l.tenant = $1 AND l.event_uid = $2 AND j.state IN ('scheduled', 'claimed', 'done', 'failed')
+         ORDER BY j.id",
     )
     .bind(&key.tenant)
     .bind(&key.uid)
     .fetch_all(&mut **tx)
     .await?;
-    let active_jobs = jobs
+    let (active, finished): (Vec<JobRow>, Vec<JobRow>) =
+        jobs.into_iter().partition(|row| matches!(row.9.as_str(), "scheduled" | "claimed"));
+    let active_jobs = active
         .into_iter()
         .map(|(id, slot, kind, occurrence_start, occurrence_end, run_at, meeting_url, flags, requesters, state)| {
             Ok(ActiveJob {
@@ -440,17 +446,9 @@ async fn load_history(tx: &mut Transaction<'static, Postgres>, key: &EventKey) -
             .bind(&key.uid)
             .fetch_all(&mut **tx)
             .await?;
-    let finished: Vec<(String, String, DateTime<Utc>, String)> = sqlx::query_as(
-        "SELECT l.slot, j.kind, j.occurrence_start, j.meeting_url FROM job_links l JOIN jobs j ON j.id = l.job_id
-         WHERE l.tenant = $1 AND l.event_uid = $2 AND j.state IN ('done', 'failed')",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .fetch_all(&mut **tx)
-    .await?;
     let finished_jobs = finished
         .into_iter()
-        .map(|(slot, kind, occurrence_start, meeting_url)| {
+        .map(|(_, slot, kind, occurrence_start, _, _, meeting_url, ..)| {
             Ok(FinishedJob { slot: slot_value(&slot)?, kind: plan_kind(&kind)?, occurrence_start, meeting_url })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -607,11 +605,14 @@ impl JobOps for PgJobs<'_> {
     }
 
     async fn cancel_job(&mut self, job_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = 'cancelled', updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(job_id)
-            .execute(&mut **self.0)
-            .await?;
+        // Only a job still to run: one a recorder finished stays as it ended.
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', updated_at = $1 WHERE id = $2 AND state IN ('scheduled', 'claimed')",
+        )
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut **self.0)
+        .await?;
         Ok(())
     }
 

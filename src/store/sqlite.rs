@@ -595,11 +595,14 @@ impl JobOps for SqliteJobs<'_> {
     }
 
     async fn cancel_job(&mut self, job_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ?")
-            .bind(ts(now))
-            .bind(job_id)
-            .execute(&mut **self.0)
-            .await?;
+        // Only a job still to run: one a recorder finished stays as it ended.
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ? AND state IN ('scheduled', 'claimed')",
+        )
+        .bind(ts(now))
+        .bind(job_id)
+        .execute(&mut **self.0)
+        .await?;
         Ok(())
     }
 
