@@ -538,3 +538,34 @@ async fn the_same_mail_in_two_tenants_mailboxes_is_kept_for_both() {
     rcpts.sort();
     assert_eq!(rcpts, [r#"["acme@assistant.example.com"]"#, r#"["globex@assistant.example.com"]"#]);
 }
+
+/// A reload that takes the mailbox's address from its tenant pauses the mailbox: its mail is
+/// left unread on the server (not flagged, not stored) until the address is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_orphans_the_mailbox_pauses_it() {
+    let Some(dovecot) = Dovecot::start() else { return };
+    let (_dir, url, store) = sqlite().await;
+    let mailbox = dovecot.mailbox(ImapTls::None);
+    let config = config(vec![mailbox.clone()], |_| {});
+    let live = LiveConfig::from(config.clone());
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon { handles: spawn_watchers(live.clone(), store.clone(), shutdown.clone()), shutdown };
+    let k = key(&mailbox);
+    wait_until("the watcher selected INBOX", || async { store.mailbox_state(&k).await.expect("state").is_some() })
+        .await;
+
+    let mut orphaned = (*config).clone();
+    orphaned.tenants[0].assistant_addresses = vec!["renamed@assistant.example.com".into()];
+    assert!(live.replace(orphaned).is_empty(), "not a restart-only change");
+    dovecot.deliver(&invite(1));
+    // Several rounds and reconnects happen within this time (backoff at most 2 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(count_messages(&url).await, 0, "nothing processed under no tenant");
+    assert_eq!(dovecot.uids("INBOX", "UNSEEN").await.len(), 1, "the message is left for later");
+
+    live.replace((*config).clone());
+    assert_eq!(wait_for_jobs(&store, 1).await, 1, "taken in once the address is back");
+    wait_until("the message was flagged", || async { dovecot.uids("INBOX", "UNSEEN").await.is_empty() }).await;
+    daemon.stop().await;
+    assert_eq!(count_messages(&url).await, 1);
+}

@@ -39,6 +39,10 @@ pub enum ImapError {
     /// watching the mailbox now.
     #[error("lost the lease on the mailbox: {0}")]
     LeaseLost(StoreError),
+    /// After a reload the mailbox's address (its tenant's first assistant address at
+    /// start-up) belongs to no tenant, or to another one: its mail would be lost.
+    #[error("the mailbox's address {0} belongs to no tenant since the last reload")]
+    NoTenant(String),
 }
 
 impl ImapError {
@@ -53,6 +57,7 @@ impl ImapError {
             ImapError::Protocol(_) => "imap_error",
             ImapError::Store(e) => e.code(),
             ImapError::LeaseLost(_) => "lease_lost",
+            ImapError::NoTenant(_) => "no_tenant",
         }
     }
 }

@@ -177,6 +177,15 @@ impl MailboxWatcher {
             return Duration::from_secs(wait);
         }
         let wait = self.backoff(failures);
+        if let ImapError::NoTenant(address) = e {
+            error!(
+                tenant = %self.tenant, mailbox = %self.key, address = %address,
+                retry_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                hint = "a reload removed this tenant or its address; the mailbox is not read until the tenant and address are back, or restart to apply the change",
+                "imap_mailbox_paused"
+            );
+            return wait;
+        }
         warn!(
             tenant = %self.tenant, mailbox = %self.key, error_code = e.code(), error = %e,
             retry_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "imap_connection_failed"
@@ -210,7 +219,8 @@ impl MailboxWatcher {
         lease.release().await;
         match result {
             Ok(()) => Ended::Shutdown,
-            Err(error) => Ended::Failed { error, fetched },
+            // A mailbox with no tenant stays paused, backing off further each time.
+            Err(error) => Ended::Failed { fetched: fetched && !matches!(error, ImapError::NoTenant(_)), error },
         }
     }
 
@@ -414,6 +424,10 @@ impl MailboxWatcher {
     ) -> Result<u32, ImapError> {
         let limit = self.limit();
         let config = self.live.current();
+        // The batch is processed under this configuration: its mail must reach this tenant.
+        if config.tenant_for_address(&self.rcpt).map(|t| t.id.as_str()) != Some(self.tenant.as_str()) {
+            return Err(ImapError::NoTenant(self.rcpt.clone()));
+        }
         let max_bytes = config.limits.max_message_bytes as u64;
         let up_to = batch.iter().map(|(uid, _)| *uid).max().unwrap_or(0);
         let mut wanted = Vec::new();
