@@ -1,7 +1,8 @@
 //! What `/readyz` reports: the store answers, and every configured intake is running.
 //!
-//! Each intake registers under its own name (`smtp`, later one per IMAP mailbox) and holds
-//! a [`Running`] guard while its task runs. The guard marks the intake stopped when it is
+//! Each intake registers under its own name (`smtp`, and `imap:<mailbox key>` per IMAP
+//! mailbox) and holds a [`Running`] guard while its task runs. An IMAP mailbox is running
+//! while its watcher is connected after SELECT, or while another daemon holds its lease. The guard marks the intake stopped when it is
 //! dropped, so a task that returns or panics turns the daemon not-ready on its own.
 
 use std::collections::BTreeMap;

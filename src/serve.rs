@@ -47,7 +47,7 @@ pub async fn run(config: Arc<Config>, config_path: PathBuf, store: Arc<dyn Store
             smtp.run().await
         })
     };
-    let imap = crate::intake::imap::spawn_watchers(live.clone(), store.clone(), shutdown.clone());
+    let imap = crate::intake::imap::spawn_watchers(live.clone(), store.clone(), &readiness, shutdown.clone());
 
     loop {
         match signals.next().await {

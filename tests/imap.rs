@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use invited::config::{Config, LiveConfig};
 use invited::intake::imap::{content_key, spawn_watchers, ImapTls, MailboxConfig};
+use invited::readiness::Readiness;
 use invited::store::{self, MailboxStart, NewMessage, Source, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -189,12 +190,14 @@ fn config(mailboxes: Vec<MailboxConfig>, tweak: impl FnOnce(&mut Config)) -> Arc
 struct Daemon {
     shutdown: CancellationToken,
     handles: Vec<JoinHandle<()>>,
+    readiness: Readiness,
 }
 
 fn start(config: &Arc<Config>, store: &Arc<dyn Store>) -> Daemon {
     let shutdown = CancellationToken::new();
-    let handles = spawn_watchers(LiveConfig::from(config.clone()), store.clone(), shutdown.clone());
-    Daemon { shutdown, handles }
+    let readiness = Readiness::new();
+    let handles = spawn_watchers(LiveConfig::from(config.clone()), store.clone(), &readiness, shutdown.clone());
+    Daemon { shutdown, handles, readiness }
 }
 
 impl Daemon {
@@ -355,14 +358,23 @@ async fn a_restarted_server_is_reconnected_to() {
     let mailbox = dovecot.mailbox(ImapTls::None);
     let config = config(vec![mailbox.clone()], |c| c.imap.poll_seconds = 1200);
     let daemon = start(&config, &store);
+    // `/readyz`'s view of the mailbox: None while connected, else the problem.
+    let intake = format!("imap:{}", key(&mailbox));
+    let ready = || daemon.readiness.intakes().get(&intake).cloned();
+    assert!(ready().is_some_and(|p| p.is_some()), "registered, not ready before its first SELECT");
     dovecot.deliver(&invite(1));
     assert_eq!(wait_for_jobs(&store, 1).await, 1);
+    wait_until("the mailbox is ready", || async { ready() == Some(None) }).await;
 
     dovecot.stop();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until("the mailbox is not ready while the server is down", || async {
+        ready().is_some_and(|p| p.is_some_and(|p| p.starts_with("disconnected")))
+    })
+    .await;
     dovecot.restart();
     dovecot.deliver(&invite(2));
     assert_eq!(wait_for_jobs(&store, 2).await, 2, "the watcher came back and took the new message");
+    wait_until("the mailbox is ready again", || async { ready() == Some(None) }).await;
     daemon.stop().await;
     assert_eq!(count_messages(&url).await, 2);
 }
@@ -470,6 +482,11 @@ async fn a_second_daemon_takes_over_the_mailbox_when_the_first_dies() {
     let b = start(&config, &store_b);
     dovecot.deliver(&invite(1));
     assert_eq!(wait_for_jobs(&store_a, 1).await, 1);
+    let intake = format!("imap:{k}");
+    wait_until("the standby daemon is ready: the mailbox is watched", || async {
+        b.readiness.intakes().get(&intake) == Some(&None)
+    })
+    .await;
 
     a.stop().await;
     dovecot.deliver(&invite(2));
@@ -549,7 +566,12 @@ async fn a_reload_that_orphans_the_mailbox_pauses_it() {
     let config = config(vec![mailbox.clone()], |_| {});
     let live = LiveConfig::from(config.clone());
     let shutdown = CancellationToken::new();
-    let daemon = Daemon { handles: spawn_watchers(live.clone(), store.clone(), shutdown.clone()), shutdown };
+    let readiness = Readiness::new();
+    let daemon = Daemon {
+        handles: spawn_watchers(live.clone(), store.clone(), &readiness, shutdown.clone()),
+        shutdown,
+        readiness,
+    };
     let k = key(&mailbox);
     wait_until("the watcher selected INBOX", || async { store.mailbox_state(&k).await.expect("state").is_some() })
         .await;

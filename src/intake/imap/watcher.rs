@@ -28,6 +28,7 @@ use super::config::{ImapConfig, MailboxConfig};
 use super::connect::{login, timed, Session};
 use super::ImapError;
 use crate::config::LiveConfig;
+use crate::readiness::{Readiness, Running};
 use crate::store::{MailboxLease, MailboxStart, NewMessage, Source, Store};
 use crate::{mime, pipeline};
 
@@ -37,13 +38,20 @@ const MAX_BATCH_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Starts one watcher per mailbox of the configuration in force; each ends when `shutdown` is
 /// cancelled. The mailboxes and `[imap]` are bound at start-up; each batch of messages is
-/// processed with the configuration in force then.
-pub fn spawn_watchers(live: LiveConfig, store: Arc<dyn Store>, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+/// processed with the configuration in force then. Each watcher registers in `readiness` as
+/// `imap:<mailbox key>`: ready from its first SELECT while that connection lasts.
+pub fn spawn_watchers(
+    live: LiveConfig,
+    store: Arc<dyn Store>,
+    readiness: &Readiness,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
     let config = live.current();
     let mut handles = Vec::new();
     for tenant in &config.tenants {
         for mailbox in &tenant.mailboxes {
-            let watcher = MailboxWatcher::new(live.clone(), store.clone(), &tenant.id, mailbox.clone());
+            let watcher =
+                MailboxWatcher::new(live.clone(), store.clone(), readiness.clone(), &tenant.id, mailbox.clone());
             handles.push(tokio::spawn(watcher.run(shutdown.clone())));
         }
     }
@@ -62,6 +70,9 @@ pub struct MailboxWatcher {
     key: String,
     /// The envelope recipient given to the pipeline: the mailbox belongs to this tenant.
     rcpt: String,
+    readiness: Readiness,
+    /// `imap:<key>`, this mailbox's name in `/readyz`.
+    intake: String,
 }
 
 /// How a connection ended.
@@ -76,7 +87,13 @@ enum Ended {
 }
 
 impl MailboxWatcher {
-    pub fn new(live: LiveConfig, store: Arc<dyn Store>, tenant: &str, mailbox: MailboxConfig) -> Self {
+    pub fn new(
+        live: LiveConfig,
+        store: Arc<dyn Store>,
+        readiness: Readiness,
+        tenant: &str,
+        mailbox: MailboxConfig,
+    ) -> Self {
         let config = live.current();
         let rcpt = config
             .tenants
@@ -85,7 +102,19 @@ impl MailboxWatcher {
             .and_then(|t| t.assistant_addresses.first().cloned())
             .unwrap_or_default();
         let key = mailbox.key(tenant);
-        MailboxWatcher { imap: config.imap.clone(), live, store, tenant: tenant.to_string(), mailbox, key, rcpt }
+        let intake = format!("imap:{key}");
+        readiness.expect(&intake, "connecting");
+        MailboxWatcher {
+            imap: config.imap.clone(),
+            live,
+            store,
+            tenant: tenant.to_string(),
+            mailbox,
+            key,
+            rcpt,
+            readiness,
+            intake,
+        }
     }
 
     fn imap(&self) -> &ImapConfig {
@@ -100,6 +129,8 @@ impl MailboxWatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
         let mut waiting_logged = false;
+        // While another daemon holds the lease this one is ready: the mailbox is watched.
+        let mut standby: Option<Running> = None;
         while !shutdown.is_cancelled() {
             // PostgreSQL's lease opens a connection of its own, outside the pool's timeouts.
             let leased = tokio::select! {
@@ -120,6 +151,7 @@ impl MailboxWatcher {
                         info!(tenant = %self.tenant, mailbox = %self.key, "imap_mailbox_watched_elsewhere");
                         waiting_logged = true;
                     }
+                    standby.get_or_insert_with(|| self.readiness.running(&self.intake));
                     Duration::from_secs(self.imap().lease_retry_seconds)
                 }
                 Ok(Err(e)) => {
@@ -129,6 +161,9 @@ impl MailboxWatcher {
                 }
                 Ok(Ok(Some(lease))) => {
                     waiting_logged = false;
+                    if standby.take().is_some() {
+                        self.readiness.expect(&self.intake, "connecting");
+                    }
                     info!(tenant = %self.tenant, mailbox = %self.key, "imap_lease_acquired");
                     let ended = AssertUnwindSafe(self.connection(lease, &shutdown)).catch_unwind().await;
                     match ended {
@@ -149,6 +184,7 @@ impl MailboxWatcher {
                             error!(tenant = %self.tenant, mailbox = %self.key, panic = %what, "imap_watcher_panicked");
                             // The unwind skipped `connection`'s own reset.
                             crate::metrics::imap_mailbox_connected(&self.key, false);
+                            self.readiness.expect(&self.intake, "disconnected: the watcher panicked");
                             failures = failures.saturating_add(1);
                             self.backoff(failures)
                         }
@@ -217,6 +253,9 @@ impl MailboxWatcher {
             let _ = tokio::time::timeout(Duration::from_secs(2), s.logout()).await;
         }
         lease.release().await;
+        if let Err(e) = &result {
+            self.readiness.expect(&self.intake, &format!("disconnected: {}", e.code()));
+        }
         match result {
             Ok(()) => Ended::Shutdown,
             // A mailbox with no tenant stays paused, backing off further each time.
@@ -271,6 +310,8 @@ impl MailboxWatcher {
         };
         *selected = true;
         crate::metrics::imap_mailbox_connected(&self.key, true);
+        // Dropped when this connection ends, however it ends.
+        let _ready = self.readiness.running(&self.intake);
         info!(
             tenant = %self.tenant, mailbox = %self.key, tls = ?m.tls, idle = can_idle, uid_validity, last_uid,
             exists = selected_box.exists, "imap_connected"
