@@ -444,9 +444,14 @@ impl MailboxWatcher {
             }
             let (batch, tail) = rest.split_at(n);
             rest = tail;
-            last_uid = self.take_batch(session, uid_validity, batch).await?;
+            let complete;
+            (last_uid, complete) = self.take_batch(session, uid_validity, batch).await?;
             // Drained after each batch: the library keeps at most 100 unsolicited responses.
             more |= count.drain(&session.unsolicited_responses);
+            if !complete {
+                // A message the server kept back is asked for again next round, not skipped.
+                break;
+            }
         }
         more |= count.drain(&session.unsolicited_responses);
         if !shutdown.is_cancelled() {
@@ -456,13 +461,15 @@ impl MailboxWatcher {
     }
 
     /// Fetches one batch, commits it with the batch's highest UID, acknowledges it to the
-    /// server, then processes what was new.
+    /// server, then processes what was new. Returns the UID committed as the last one, and
+    /// false when the server kept back a message it still has: the UID committed then stops
+    /// just before it.
     async fn take_batch(
         &self,
         session: &mut Session,
         uid_validity: u32,
         batch: &[(u32, u64)],
-    ) -> Result<u32, ImapError> {
+    ) -> Result<(u32, bool), ImapError> {
         let limit = self.limit();
         let config = self.live.current();
         // The batch is processed under this configuration: its mail must reach this tenant.
@@ -470,32 +477,55 @@ impl MailboxWatcher {
             return Err(ImapError::NoTenant(self.rcpt.clone()));
         }
         let max_bytes = config.limits.max_message_bytes as u64;
-        let up_to = batch.iter().map(|(uid, _)| *uid).max().unwrap_or(0);
         let mut wanted = Vec::new();
+        // Stored or refused: what the server may forget once the batch is committed.
+        let mut done = Vec::new();
         for (uid, size) in batch {
             if *size > max_bytes {
-                warn!(
-                    tenant = %self.tenant, mailbox = %self.key, uid, size, limit = max_bytes,
-                    "imap_message_too_large"
-                );
-                crate::metrics::message_received("imap", "refused");
+                self.too_large(*uid, *size, max_bytes);
+                done.push(*uid);
             } else {
                 wanted.push(*uid);
             }
         }
         let mut bodies: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut kept_back = Vec::new();
         if !wanted.is_empty() {
             let set = uid_set(&wanted);
             let fetches = timed(limit, "UID FETCH (bodies)", session.uid_fetch(&set, "(UID BODY.PEEK[])")).await?;
             let fetches = each_within(limit, "UID FETCH (bodies)", fetches).await?;
             for f in &fetches {
                 let (Some(uid), Some(body)) = (f.uid, f.body()) else { continue };
-                if wanted.contains(&uid) && !bodies.iter().any(|(u, _)| *u == uid) && body.len() as u64 <= max_bytes {
+                if !wanted.contains(&uid) || done.contains(&uid) {
+                    continue;
+                }
+                // RFC822.SIZE said it fit; the body says otherwise.
+                if body.len() as u64 > max_bytes {
+                    self.too_large(uid, body.len() as u64, max_bytes);
+                } else {
                     bodies.push((uid, body.to_vec()));
+                }
+                done.push(uid);
+            }
+            let missing: Vec<u32> = wanted.iter().copied().filter(|uid| !done.contains(uid)).collect();
+            if !missing.is_empty() {
+                // Expunged meanwhile, or kept back by the server: ask which.
+                let fetches =
+                    timed(limit, "UID FETCH (missing)", session.uid_fetch(uid_set(&missing), "(UID)")).await?;
+                let present: Vec<u32> =
+                    each_within(limit, "UID FETCH (missing)", fetches).await?.iter().filter_map(|f| f.uid).collect();
+                for uid in missing {
+                    if present.contains(&uid) {
+                        warn!(tenant = %self.tenant, mailbox = %self.key, uid, "imap_message_not_sent");
+                        crate::metrics::message_received("imap", "not_sent");
+                        kept_back.push(uid);
+                    } else {
+                        info!(tenant = %self.tenant, mailbox = %self.key, uid, "imap_message_expunged");
+                    }
                 }
             }
         }
-        // A UID listed but not fetched was expunged meanwhile: nothing to take in.
+        let (up_to, complete) = batch_end(batch, &kept_back);
         let now = Utc::now();
         let messages: Vec<NewMessage> = bodies
             .iter()
@@ -511,8 +541,9 @@ impl MailboxWatcher {
             .collect();
         let spooled = self.store.spool_from_mailbox(&self.key, uid_validity, up_to, &messages).await?;
         // Committed: only now may the server forget the messages.
-        let all: Vec<u32> = batch.iter().map(|(uid, _)| *uid).collect();
-        self.acknowledge(session, &uid_set(&all)).await?;
+        if !done.is_empty() {
+            self.acknowledge(session, &uid_set(&done)).await?;
+        }
         for (((uid, _), message), spooled) in bodies.iter().zip(&messages).zip(&spooled) {
             info!(
                 message_id = spooled.id,
@@ -532,7 +563,12 @@ impl MailboxWatcher {
             // for `serve`'s resume loop or `invited reprocess`.
             let _ = pipeline::process_message(self.store.as_ref(), &config, spooled.id, Utc::now()).await;
         }
-        Ok(up_to)
+        Ok((up_to, complete))
+    }
+
+    fn too_large(&self, uid: u32, size: u64, max_bytes: u64) {
+        warn!(tenant = %self.tenant, mailbox = %self.key, uid, size, limit = max_bytes, "imap_message_too_large");
+        crate::metrics::message_received("imap", "refused");
     }
 
     /// Tells the server that the messages of `set` are stored: MOVE them to the processed
@@ -548,6 +584,16 @@ impl MailboxWatcher {
         }
         debug!(mailbox = %self.key, uids = set, "imap_acknowledged");
         Ok(())
+    }
+}
+
+/// The last UID a batch may commit, and whether that is the whole batch: just before the
+/// first message the server kept back (it is asked for again next round), else the batch's
+/// highest UID.
+fn batch_end(batch: &[(u32, u64)], kept_back: &[u32]) -> (u32, bool) {
+    match kept_back.iter().min() {
+        Some(first) => (first.saturating_sub(1), false),
+        None => (batch.iter().map(|(uid, _)| *uid).max().unwrap_or(0), true),
     }
 }
 
@@ -630,7 +676,7 @@ mod tests {
 
     use futures_util::{stream, StreamExt};
 
-    use super::{content_key, each_within, uid_set, MessageCount};
+    use super::{batch_end, content_key, each_within, uid_set, MessageCount};
     use crate::intake::imap::ImapError;
     use async_imap::types::UnsolicitedResponse;
 
@@ -661,6 +707,14 @@ mod tests {
         });
         let err = each_within(Duration::from_secs(1), "UID FETCH (bodies)", stalled).await.expect_err("stalled");
         assert!(matches!(err, ImapError::Timeout("UID FETCH (bodies)")), "{err}");
+    }
+
+    #[test]
+    fn a_batch_commits_up_to_the_first_message_kept_back() {
+        let batch = [(11, 100), (12, 100), (15, 100), (16, 100)];
+        assert_eq!(batch_end(&batch, &[]), (16, true), "all taken in or gone");
+        assert_eq!(batch_end(&batch, &[16, 12]), (11, false), "12 and 16 are asked for again");
+        assert_eq!(batch_end(&batch[..1], &[11]), (10, false));
     }
 
     #[test]
