@@ -38,8 +38,25 @@ pub struct Extracted {
     pub calendars: Vec<CalendarPart>,
     /// Damage noticed while walking the MIME tree (limits hit, unreadable parts).
     pub problems: Vec<String>,
+    /// What the outer headers say about answering the mail (reply mail's loop rules).
+    pub reply_headers: ReplyHeaders,
     /// Our own DKIM/SPF/DMARC verdict on From (`sender_auth = "dmarc"`), once checked.
     pub dmarc: Option<crate::auth::AuthVerdict>,
+}
+
+/// What the outer headers of a mail say about answering it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyHeaders {
+    /// `Auto-Submitted`, lowercased, without comments or parameters.
+    pub auto_submitted: Option<String>,
+    /// `Precedence`, lowercased.
+    pub precedence: Option<String>,
+    /// The first `List-Id` / `List-*` header's name: the mail came through a mailing list.
+    pub list_header: Option<String>,
+    /// `Return-Path` is `<>`: a bounce or other automatic mail.
+    pub null_return_path: bool,
+    /// `<id>` values of References, oldest first, at most `notify::guard::MAX_REFERENCES`.
+    pub references: Vec<String>,
 }
 
 /// An ORGANIZER property.

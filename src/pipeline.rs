@@ -656,9 +656,7 @@ async fn process_loaded(
     if needs_dmarc(&reading) {
         reading.extracted.dmarc = Some(check_sender(config, message, now).await?);
     }
-    let reply_headers = notify::guard::read_reply_headers(&message.raw);
     let mail = notify::MailToAnswer {
-        headers: &reply_headers,
         envelope_from: message.envelope_from.as_deref(),
         extracted: &reading.extracted,
         recipients: if message.envelope_rcpts.is_empty() {

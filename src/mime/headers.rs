@@ -20,6 +20,7 @@ pub(super) fn read_header_facts(msg: &Message<'_>, out: &mut Extracted) {
     out.sender = msg.sender().and_then(first_address);
     out.header_recipients = recipients(msg);
     out.authentication_results = authentication_results(msg);
+    out.reply_headers = crate::notify::guard::read_reply_headers(msg);
 }
 
 /// `Message-ID` without angle brackets; the raw value when it does not parse
@@ -81,9 +82,14 @@ fn authentication_results(msg: &Message<'_>) -> Vec<String> {
     msg.headers()
         .iter()
         .filter(|h| h.name == HeaderName::AuthenticationResults)
-        .map(|h| unfold(&raw_value(msg, h)))
+        .map(|h| unfolded_value(msg, h))
         .filter(|v| !v.is_empty())
         .collect()
+}
+
+/// A header's value as written, unfolded and trimmed.
+pub(crate) fn unfolded_value(msg: &Message<'_>, header: &Header<'_>) -> String {
+    unfold(&raw_value(msg, header))
 }
 
 fn raw_value<'m>(msg: &'m Message<'_>, header: &Header<'_>) -> Cow<'m, str> {

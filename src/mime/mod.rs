@@ -7,6 +7,7 @@
 
 mod found;
 mod headers;
+pub(crate) use headers::unfolded_value;
 mod sniff;
 mod walk;
 

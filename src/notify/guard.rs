@@ -1,39 +1,25 @@
 //! Loop and backscatter protection (RFC 3834): which mails never get a reply. Pure.
 
-use mail_parser::{Message, MessageParser};
+use mail_parser::Message;
 
 use crate::config::Config;
 use crate::eligibility::Requester;
+pub use crate::model::ReplyHeaders;
 
 /// Most ids carried over into a reply's References (RFC 5322 §3.6.4 lets a long chain be
 /// trimmed from the front).
-const MAX_REFERENCES: usize = 20;
+pub const MAX_REFERENCES: usize = 20;
 
 /// Longest message id carried over; a longer one is hostile or broken and is dropped.
 const MAX_ID_BYTES: usize = 250;
 
-/// What the outer headers of a mail say about answering it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplyHeaders {
-    /// `Auto-Submitted`, lowercased, without comments or parameters.
-    pub auto_submitted: Option<String>,
-    /// `Precedence`, lowercased.
-    pub precedence: Option<String>,
-    /// The first `List-Id` / `List-*` header's name: the mail came through a mailing list.
-    pub list_header: Option<String>,
-    /// `Return-Path` is `<>`: a bounce or other automatic mail.
-    pub null_return_path: bool,
-    /// `<id>` values of References, oldest first, at most [`MAX_REFERENCES`].
-    pub references: Vec<String>,
-}
-
-/// Reads the top-level headers of `raw`. Never fails: missing headers stay `None`.
-pub fn read_reply_headers(raw: &[u8]) -> ReplyHeaders {
-    let Some(msg) = MessageParser::new().parse_headers(raw) else { return ReplyHeaders::default() };
+/// Reads the top-level headers of `msg`, as the MIME walk parsed them. Never fails:
+/// missing headers stay `None`.
+pub(crate) fn read_reply_headers(msg: &Message<'_>) -> ReplyHeaders {
     let mut out = ReplyHeaders::default();
     for h in msg.headers() {
         let name = h.name.as_str();
-        let value = || raw_value(&msg, h.offset_start, h.offset_end);
+        let value = || crate::mime::unfolded_value(msg, h);
         if name.eq_ignore_ascii_case("auto-submitted") && out.auto_submitted.is_none() {
             out.auto_submitted = Some(keyword(&value()));
         } else if name.eq_ignore_ascii_case("precedence") && out.precedence.is_none() {
@@ -49,11 +35,6 @@ pub fn read_reply_headers(raw: &[u8]) -> ReplyHeaders {
         }
     }
     out
-}
-
-fn raw_value(msg: &Message<'_>, start: u32, end: u32) -> String {
-    let bytes = msg.raw_message.get(start as usize..end as usize).unwrap_or_default();
-    String::from_utf8_lossy(bytes).split(['\r', '\n']).collect::<Vec<_>>().join("").trim().to_string()
 }
 
 /// `Auto-Replied (comment); x=y` → `auto-replied`.
@@ -174,7 +155,8 @@ mod tests {
     fn reads_the_headers_the_rules_need() {
         let raw = b"From: a@b.example\r\nAuto-Submitted: Auto-Replied (vacation)\r\nPrecedence: Bulk\r\n\
 List-Unsubscribe: <mailto:x@y>\r\nReturn-Path: <>\r\nReferences: <a@x>\r\n <b@y> junk <c d>\r\n\r\nbody";
-        let h = read_reply_headers(raw);
+        let msg = mail_parser::MessageParser::new().parse_headers(raw).expect("headers");
+        let h = read_reply_headers(&msg);
         assert_eq!(h.auto_submitted.as_deref(), Some("auto-replied"));
         assert_eq!(h.precedence.as_deref(), Some("bulk"));
         assert_eq!(h.list_header.as_deref(), Some("List-Unsubscribe"));

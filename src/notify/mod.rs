@@ -114,7 +114,6 @@ pub fn draft_reply(
 
 /// What the pipeline knows of a mail that decides whether and how to answer it.
 pub struct MailToAnswer<'a> {
-    pub headers: &'a guard::ReplyHeaders,
     /// MAIL FROM, when the mail came by SMTP.
     pub envelope_from: Option<&'a str>,
     pub extracted: &'a crate::model::Extracted,
@@ -151,7 +150,7 @@ pub fn reply_gate<'a>(
         return Err(guard::SkipReason::NotARequest);
     }
     let origin = guard::Origin {
-        headers: mail.headers,
+        headers: &mail.extracted.reply_headers,
         envelope_from: mail.envelope_from,
         from: mail.extracted.from.as_deref(),
     };
@@ -163,6 +162,6 @@ pub fn reply_gate<'a>(
         recipient: &requester.email,
         assistant: assistant_address(config, tenant, mail.recipients),
         in_reply_to: mail.extracted.message_id.as_deref().and_then(guard::bracketed),
-        references: &mail.headers.references,
+        references: &mail.extracted.reply_headers.references,
     })
 }
