@@ -207,7 +207,10 @@ impl Store for PgStore {
 
         let created = apply_job_changes(&mut PgJobs(&mut tx), key, &outcome.job_changes, now).await?;
         let reply = match &outcome.reply {
-            Some(draft) => Some(super::postgres_replies::enqueue(&mut tx, key, message_id, draft, now).await?),
+            Some(draft) => Some(
+                super::replies::enqueue(&mut super::postgres_replies::PgReplies(&mut tx), key, message_id, draft, now)
+                    .await?,
+            ),
             None => None,
         };
         tx.commit().await?;

@@ -8,8 +8,8 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::{Postgres, Transaction};
 
 use super::postgres::PgStore;
-use super::replies::{rate_window, ClaimedReply, Enqueued, ReplyDraft, ReplyQueue};
-use super::{slot_text, EventKey, StoreError};
+use super::replies::{ClaimedReply, ReplyDraft, ReplyOps, ReplyQueue};
+use super::{EventKey, StoreError};
 
 type ReplyRow = (i64, String, String, String, String, Option<String>, Option<String>, String, String, i32);
 
@@ -34,79 +34,98 @@ fn stored(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
 }
 
-/// Queues `draft` as the reply to `message_id` about `key`, inside the caller's transaction
-/// (the one that records the decision).
-pub(super) async fn enqueue(
-    tx: &mut Transaction<'static, Postgres>,
-    key: &EventKey,
-    message_id: i64,
-    draft: &ReplyDraft,
-    now: DateTime<Utc>,
-) -> Result<Enqueued, StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("reply\u{1f}{}", draft.recipient))
-        .execute(&mut **tx)
+/// The queueing statements on PostgreSQL, inside the decision's transaction.
+pub(super) struct PgReplies<'t>(pub &'t mut Transaction<'static, Postgres>);
+
+#[async_trait]
+impl ReplyOps for PgReplies<'_> {
+    async fn lock_recipient(&mut self, recipient: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("reply\u{1f}{recipient}"))
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn already_queued(
+        &mut self,
+        key: &EventKey,
+        rid: &str,
+        message_id: i64,
+        recipient: &str,
+    ) -> Result<bool, StoreError> {
+        let already: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM replies WHERE message_id = $1 AND tenant = $2 AND event_uid = $3 AND recurrence_id = $4
+                                       AND recipient = $5",
+        )
+        .bind(message_id)
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(rid)
+        .bind(recipient)
+        .fetch_optional(&mut **self.0)
         .await?;
-    let rid = slot_text(key.recurrence_id);
-    let already: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM replies WHERE message_id = $1 AND tenant = $2 AND event_uid = $3 AND recurrence_id = $4
-                                   AND recipient = $5",
-    )
-    .bind(message_id)
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .bind(&rid)
-    .bind(&draft.recipient)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if already.is_some() {
-        return Ok(Enqueued::Duplicate);
+        Ok(already.is_some())
     }
-    let last: Option<String> = sqlx::query_scalar(
-        "SELECT fingerprint FROM replies WHERE tenant = $1 AND event_uid = $2 AND recurrence_id = $3
-                                            AND recipient = $4
-         ORDER BY id DESC LIMIT 1",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .bind(&rid)
-    .bind(&draft.recipient)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if last.as_deref() == Some(draft.fingerprint.as_str()) {
-        return Ok(Enqueued::Unchanged);
+
+    async fn last_fingerprint(
+        &mut self,
+        key: &EventKey,
+        rid: &str,
+        recipient: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT fingerprint FROM replies WHERE tenant = $1 AND event_uid = $2 AND recurrence_id = $3
+                                                AND recipient = $4
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(rid)
+        .bind(recipient)
+        .fetch_optional(&mut **self.0)
+        .await?)
     }
-    let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replies WHERE recipient = $1 AND created_at > $2")
+
+    async fn replies_since(&mut self, recipient: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM replies WHERE recipient = $1 AND created_at > $2")
+            .bind(recipient)
+            .bind(since)
+            .fetch_one(&mut **self.0)
+            .await?)
+    }
+
+    async fn insert_reply(
+        &mut self,
+        key: &EventKey,
+        rid: &str,
+        message_id: i64,
+        draft: &ReplyDraft,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO replies (tenant, event_uid, recurrence_id, message_id, recipient, outcome, fingerprint, sender,
+                                  subject, in_reply_to, thread_references, body_text, body_html, state,
+                                  next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued', $14, $14) RETURNING id",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(rid)
+        .bind(message_id)
         .bind(&draft.recipient)
-        .bind(now - rate_window())
-        .fetch_one(&mut **tx)
-        .await?;
-    if recent >= i64::from(draft.max_per_hour) {
-        return Ok(Enqueued::RateLimited);
+        .bind(draft.outcome.as_str())
+        .bind(&draft.fingerprint)
+        .bind(&draft.sender)
+        .bind(&draft.subject)
+        .bind(&draft.in_reply_to)
+        .bind(&draft.references)
+        .bind(&draft.body_text)
+        .bind(&draft.body_html)
+        .bind(stored(now))
+        .fetch_one(&mut **self.0)
+        .await?)
     }
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO replies (tenant, event_uid, recurrence_id, message_id, recipient, outcome, fingerprint, sender,
-                              subject, in_reply_to, thread_references, body_text, body_html, state, next_attempt_at,
-                              created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued', $14, $14) RETURNING id",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .bind(&rid)
-    .bind(message_id)
-    .bind(&draft.recipient)
-    .bind(draft.outcome.as_str())
-    .bind(&draft.fingerprint)
-    .bind(&draft.sender)
-    .bind(&draft.subject)
-    .bind(&draft.in_reply_to)
-    .bind(&draft.references)
-    .bind(&draft.body_text)
-    .bind(&draft.body_html)
-    .bind(stored(now))
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(Enqueued::Queued { id })
 }
 
 #[async_trait]

@@ -1,13 +1,13 @@
 //! The reply queue: outcome replies to requesters, queued in the transaction that took the
-//! decision ([`enqueue`](super::sqlite_replies) runs inside `record_event`) and sent by the
-//! reply worker. A claim is under a lease, so that several daemons sharing one store send
-//! each reply once. Every operation takes `now` from its caller.
+//! decision ([`enqueue`] runs inside `record_event`, over each backend's [`ReplyOps`]) and
+//! sent by the reply worker. A claim is under a lease, so that several daemons sharing one
+//! store send each reply once. Every operation takes `now` from its caller.
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
-use super::StoreError;
+use super::{slot_text, EventKey, StoreError};
 
 /// What changed for the requester, and so what the reply says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -87,8 +87,65 @@ pub struct ClaimedReply {
 }
 
 /// One hour: the window of `max_replies_per_hour`.
-pub(super) fn rate_window() -> TimeDelta {
+fn rate_window() -> TimeDelta {
     TimeDelta::hours(1)
+}
+
+/// The statements queueing a reply needs, inside the open transaction of the decision.
+#[async_trait]
+pub(super) trait ReplyOps: Send {
+    /// Keeps other daemons off this recipient's replies until the transaction ends, so the
+    /// hourly limit holds across them (nothing to do where one writer holds the store).
+    async fn lock_recipient(&mut self, recipient: &str) -> Result<(), StoreError>;
+    /// Whether a reply to `recipient` about this message and event is queued already.
+    async fn already_queued(
+        &mut self,
+        key: &EventKey,
+        rid: &str,
+        message_id: i64,
+        recipient: &str,
+    ) -> Result<bool, StoreError>;
+    /// The fingerprint of the last reply to `recipient` about this event.
+    async fn last_fingerprint(
+        &mut self,
+        key: &EventKey,
+        rid: &str,
+        recipient: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// How many replies to `recipient` were queued after `since`.
+    async fn replies_since(&mut self, recipient: &str, since: DateTime<Utc>) -> Result<i64, StoreError>;
+    async fn insert_reply(
+        &mut self,
+        key: &EventKey,
+        rid: &str,
+        message_id: i64,
+        draft: &ReplyDraft,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError>;
+}
+
+/// Queues `draft` as the reply to `message_id` about `key`, inside the caller's transaction
+/// (the one that records the decision): not twice for one message, not when it says what the
+/// last reply about the event said, not past the recipient's hourly limit.
+pub(super) async fn enqueue(
+    ops: &mut dyn ReplyOps,
+    key: &EventKey,
+    message_id: i64,
+    draft: &ReplyDraft,
+    now: DateTime<Utc>,
+) -> Result<Enqueued, StoreError> {
+    ops.lock_recipient(&draft.recipient).await?;
+    let rid = slot_text(key.recurrence_id);
+    if ops.already_queued(key, &rid, message_id, &draft.recipient).await? {
+        return Ok(Enqueued::Duplicate);
+    }
+    if ops.last_fingerprint(key, &rid, &draft.recipient).await?.as_deref() == Some(draft.fingerprint.as_str()) {
+        return Ok(Enqueued::Unchanged);
+    }
+    if ops.replies_since(&draft.recipient, now - rate_window()).await? >= i64::from(draft.max_per_hour) {
+        return Ok(Enqueued::RateLimited);
+    }
+    Ok(Enqueued::Queued { id: ops.insert_reply(key, &rid, message_id, draft, now).await? })
 }
 
 #[async_trait]

@@ -219,7 +219,16 @@ impl Store for SqliteStore {
 
         let created = apply_job_changes(&mut SqliteJobs(&mut tx), key, &outcome.job_changes, now).await?;
         let reply = match &outcome.reply {
-            Some(draft) => Some(super::sqlite_replies::enqueue(&mut tx, key, message_id, draft, now).await?),
+            Some(draft) => Some(
+                super::replies::enqueue(
+                    &mut super::sqlite_replies::SqliteReplies(&mut tx),
+                    key,
+                    message_id,
+                    draft,
+                    now,
+                )
+                .await?,
+            ),
             None => None,
         };
         tx.commit().await?;

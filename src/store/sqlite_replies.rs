@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{Sqlite, Transaction};
 
-use super::replies::{rate_window, ClaimedReply, Enqueued, ReplyDraft, ReplyQueue};
+use super::replies::{ClaimedReply, ReplyDraft, ReplyOps, ReplyQueue};
 use super::sqlite::SqliteStore;
-use super::{slot_text, ts, EventKey, StoreError};
+use super::{ts, EventKey, StoreError};
 
 type ReplyRow = (i64, String, String, String, String, Option<String>, Option<String>, String, String, i64);
 
@@ -16,75 +16,95 @@ fn claimed(row: ReplyRow) -> ClaimedReply {
     ClaimedReply { id, tenant, recipient, sender, subject, in_reply_to, references, body_text, body_html, attempts }
 }
 
-/// Queues `draft` as the reply to `message_id` about `key`, inside the caller's transaction
-/// (the one that records the decision).
-pub(super) async fn enqueue(
-    tx: &mut Transaction<'static, Sqlite>,
-    key: &EventKey,
-    message_id: i64,
-    draft: &ReplyDraft,
-    now: DateTime<Utc>,
-) -> Result<Enqueued, StoreError> {
-    let rid = slot_text(key.recurrence_id);
-    let already: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM replies WHERE message_id = ? AND tenant = ? AND event_uid = ? AND recurrence_id = ?
-                                   AND recipient = ?",
-    )
-    .bind(message_id)
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .bind(&rid)
-    .bind(&draft.recipient)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if already.is_some() {
-        return Ok(Enqueued::Duplicate);
+/// The queueing statements on SQLite, inside the decision's `BEGIN IMMEDIATE` transaction.
+pub(super) struct SqliteReplies<'t>(pub &'t mut Transaction<'static, Sqlite>);
+
+#[async_trait]
+impl ReplyOps for SqliteReplies<'_> {
+    /// The write lock the transaction holds already keeps every other writer out.
+    async fn lock_recipient(&mut self, _recipient: &str) -> Result<(), StoreError> {
+        Ok(())
     }
-    let last: Option<String> = sqlx::query_scalar(
-        "SELECT fingerprint FROM replies WHERE tenant = ? AND event_uid = ? AND recurrence_id = ? AND recipient = ?
-         ORDER BY id DESC LIMIT 1",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .bind(&rid)
-    .bind(&draft.recipient)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if last.as_deref() == Some(draft.fingerprint.as_str()) {
-        return Ok(Enqueued::Unchanged);
-    }
-    let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replies WHERE recipient = ? AND created_at > ?")
-        .bind(&draft.recipient)
-        .bind(ts(now - rate_window()))
-        .fetch_one(&mut **tx)
+
+    async fn already_queued(
+        &mut self,
+        key: &EventKey,
+        rid: &str,
+        message_id: i64,
+        recipient: &str,
+    ) -> Result<bool, StoreError> {
+        let already: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM replies WHERE message_id = ? AND tenant = ? AND event_uid = ? AND recurrence_id = ?
+                                       AND recipient = ?",
+        )
+        .bind(message_id)
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(rid)
+        .bind(recipient)
+        .fetch_optional(&mut **self.0)
         .await?;
-    if recent >= i64::from(draft.max_per_hour) {
-        return Ok(Enqueued::RateLimited);
+        Ok(already.is_some())
     }
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO replies (tenant, event_uid, recurrence_id, message_id, recipient, outcome, fingerprint, sender,
-                              subject, in_reply_to, thread_references, body_text, body_html, state, next_attempt_at,
-                              created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .bind(&rid)
-    .bind(message_id)
-    .bind(&draft.recipient)
-    .bind(draft.outcome.as_str())
-    .bind(&draft.fingerprint)
-    .bind(&draft.sender)
-    .bind(&draft.subject)
-    .bind(&draft.in_reply_to)
-    .bind(&draft.references)
-    .bind(&draft.body_text)
-    .bind(&draft.body_html)
-    .bind(ts(now))
-    .bind(ts(now))
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(Enqueued::Queued { id })
+
+    async fn last_fingerprint(
+        &mut self,
+        key: &EventKey,
+        rid: &str,
+        recipient: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT fingerprint FROM replies WHERE tenant = ? AND event_uid = ? AND recurrence_id = ? AND recipient = ?
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(rid)
+        .bind(recipient)
+        .fetch_optional(&mut **self.0)
+        .await?)
+    }
+
+    async fn replies_since(&mut self, recipient: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM replies WHERE recipient = ? AND created_at > ?")
+            .bind(recipient)
+            .bind(ts(since))
+            .fetch_one(&mut **self.0)
+            .await?)
+    }
+
+    async fn insert_reply(
+        &mut self,
+        key: &EventKey,
+        rid: &str,
+        message_id: i64,
+        draft: &ReplyDraft,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO replies (tenant, event_uid, recurrence_id, message_id, recipient, outcome, fingerprint, sender,
+                                  subject, in_reply_to, thread_references, body_text, body_html, state,
+                                  next_attempt_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(rid)
+        .bind(message_id)
+        .bind(&draft.recipient)
+        .bind(draft.outcome.as_str())
+        .bind(&draft.fingerprint)
+        .bind(&draft.sender)
+        .bind(&draft.subject)
+        .bind(&draft.in_reply_to)
+        .bind(&draft.references)
+        .bind(&draft.body_text)
+        .bind(&draft.body_html)
+        .bind(ts(now))
+        .bind(ts(now))
+        .fetch_one(&mut **self.0)
+        .await?)
+    }
 }
 
 #[async_trait]
