@@ -52,10 +52,12 @@ impl Inbox {
     /// Every mail received, oldest first, with its envelope recipients.
     async fn received(&self) -> Vec<(String, String)> {
         let pool = sqlx::SqlitePool::connect(&self.db_url).await.expect("inbox pool");
-        let rows: Vec<(Vec<u8>, String)> = sqlx::query_as("SELECT raw, envelope_rcpts FROM messages ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .expect("rows");
+        let rows: Vec<(Vec<u8>, String)> = sqlx::query_as(
+            "SELECT r.raw, m.envelope_rcpts FROM messages m JOIN message_raw r ON r.message_id = m.id ORDER BY m.id",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
         pool.close().await;
         rows.into_iter().map(|(raw, rcpts)| (String::from_utf8(raw).expect("utf-8"), rcpts)).collect()
     }

@@ -150,6 +150,15 @@ pub struct StoredMessage {
     pub source: Source,
 }
 
+/// How processing one message ended, for [`Store::finish_messages`].
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub id: i64,
+    pub outcome: serde_json::Value,
+    /// Set when processing failed for good.
+    pub error: Option<String>,
+}
+
 /// The outcome of spooling: the message's id, and whether these bytes were new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spooled {
@@ -334,6 +343,16 @@ pub trait Store: RecorderQueue + ReplyQueue + MailboxStore + Send + Sync {
 
     async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError>;
 
+    /// [`load_message`](Store::load_message) for several messages at once; those not in the
+    /// store are left out. Backends override it with one query.
+    async fn load_messages(&self, ids: &[i64]) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut loaded = Vec::with_capacity(ids.len());
+        for &id in ids {
+            loaded.extend(self.load_message(id).await?);
+        }
+        Ok(loaded)
+    }
+
     /// Messages not yet processed (crash, store error), and with `include_failed` those
     /// whose processing failed, oldest first.
     async fn unfinished_messages(&self, include_failed: bool) -> Result<Vec<i64>, StoreError>;
@@ -346,6 +365,15 @@ pub trait Store: RecorderQueue + ReplyQueue + MailboxStore + Send + Sync {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// [`finish_message`](Store::finish_message) for several messages; backends override it
+    /// with one transaction.
+    async fn finish_messages(&self, finished: &[Finished], now: DateTime<Utc>) -> Result<(), StoreError> {
+        for f in finished {
+            self.finish_message(f.id, &f.outcome, f.error.as_deref(), now).await?;
+        }
+        Ok(())
+    }
 
     /// In one transaction: stores `version` of `key` (or links the message to the identical
     /// stored version), runs `decide` on the event's history, and records its decision and

@@ -13,7 +13,7 @@ use sqlx::{Postgres, Transaction};
 use super::jobs::{apply_job_changes, JobOps};
 use super::{
     from_json, json, plan_kind, slot_text, slot_value, AppliedChanges, Decide, DecisionColumns, DecisionRow,
-    EventHistory, EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Source, Spooled, Store,
+    EventHistory, EventKey, Finished, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Source, Spooled, Store,
     StoreError, StoredMessage, StoredVersion,
 };
 use crate::eligibility::{Flag, Requester};
@@ -107,25 +107,31 @@ impl Store for PgStore {
     }
 
     async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(self.load_messages(&[id]).await?.pop())
+    }
+
+    async fn load_messages(&self, ids: &[i64]) -> Result<Vec<StoredMessage>, StoreError> {
         type Row = (i64, Vec<u8>, String, DateTime<Utc>, String, String, Option<String>);
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT id, raw, envelope_rcpts, received_at, status, source, envelope_from FROM messages WHERE id = $1",
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, raw, envelope_rcpts, received_at, status, source, envelope_from FROM messages
+             WHERE id = ANY($1)",
         )
-        .bind(id)
-        .fetch_optional(&self.pool)
+        .bind(ids)
+        .fetch_all(&self.pool)
         .await?;
-        row.map(|(id, raw, rcpts, received_at, status, source, envelope_from)| {
-            Ok(StoredMessage {
-                id,
-                raw,
-                envelope_rcpts: from_json(&rcpts)?,
-                received_at,
-                status,
-                source: Source::from_column(&source)?,
-                envelope_from,
+        rows.into_iter()
+            .map(|(id, raw, rcpts, received_at, status, source, envelope_from)| {
+                Ok(StoredMessage {
+                    id,
+                    raw,
+                    envelope_rcpts: from_json(&rcpts)?,
+                    received_at,
+                    status,
+                    source: Source::from_column(&source)?,
+                    envelope_from,
+                })
             })
-        })
-        .transpose()
+            .collect()
     }
 
     async fn unfinished_messages(&self, include_failed: bool) -> Result<Vec<i64>, StoreError> {
@@ -144,14 +150,28 @@ impl Store for PgStore {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE messages SET status = $1, outcome = $2, error = $3, processed_at = $4 WHERE id = $5")
-            .bind(if error.is_some() { "failed" } else { "processed" })
-            .bind(outcome.to_string())
-            .bind(error)
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let finished = Finished { id, outcome: outcome.clone(), error: error.map(str::to_owned) };
+        self.finish_messages(std::slice::from_ref(&finished), now).await
+    }
+
+    async fn finish_messages(&self, finished: &[Finished], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let ids: Vec<i64> = finished.iter().map(|f| f.id).collect();
+        let statuses: Vec<&str> =
+            finished.iter().map(|f| if f.error.is_some() { "failed" } else { "processed" }).collect();
+        let outcomes: Vec<String> = finished.iter().map(|f| f.outcome.to_string()).collect();
+        let errors: Vec<Option<String>> = finished.iter().map(|f| f.error.clone()).collect();
+        sqlx::query(
+            "UPDATE messages m SET status = f.status, outcome = f.outcome, error = f.error, processed_at = $5
+             FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[]) AS f (id, status, outcome, error)
+             WHERE m.id = f.id",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&outcomes)
+        .bind(&errors)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

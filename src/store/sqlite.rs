@@ -1,20 +1,36 @@
-//! The embedded store: one SQLite file in WAL mode, `synchronous = FULL` so that a
-//! committed message survives a power cut before it is acknowledged.
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One connection writes, the others only read (they are opened read-only, so a write
+//! cannot slip past the writer): writers queue in the process instead of meeting SQLite's
+//! busy handler, which sleeps and retries while another connection holds the lock.
+//!
+//! Each write says how durable it must be ([`Durability`]). What the daemon acknowledges
+//! or hands out — a spooled message, an IMAP batch and its last UID, a job a recorder
+//! claims or finishes, a reply being sent — is `synchronous = FULL`: committed means on
+//! disk. What processing derives from a stored message (versions, decisions, job plans,
+//! the message's own status) is `NORMAL`: no fsync of its own. WAL frames are synced in
+//! order, so a power cut can only drop the latest derived commits, never an older one
+//! while keeping a newer; every such commit leaves its message `received`, which is
+//! processed again on restart; and the next FULL commit (the next spooled message, the
+//! next claim) syncs every derived commit before it, so nothing derived is handed out
+//! before it is durable.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{QueryBuilder, SqlSafeStr, Sqlite, Transaction};
 
 use super::jobs::{apply_job_changes, JobOps};
 use super::{
     from_json, json, parse_ts, plan_kind, slot_text, slot_value, ts, AppliedChanges, Decide, DecisionColumns,
-    DecisionRow, EventHistory, EventKey, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Source, Spooled,
-    Store, StoreError, StoredMessage, StoredVersion,
+    DecisionRow, EventHistory, EventKey, Finished, HistoryEntry, JobRow, NewMessage, RecordedEvent, Replan, Source,
+    Spooled, Store, StoreError, StoredMessage, StoredVersion,
 };
 use crate::eligibility::{Flag, Requester};
 use crate::model::EventVersion;
@@ -23,7 +39,28 @@ use crate::schedule::{ActiveJob, FinishedJob, JobSpec};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
+    /// Reads; opened read-only.
     pub(super) pool: SqlitePool,
+    /// The one connection that writes (a pool of one, so writers wait their turn).
+    writer: SqlitePool,
+}
+
+/// How durable a write must be when its commit returns; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// On disk before the commit returns (`synchronous = FULL`).
+    Synced,
+    /// Derived from stored messages and redone if lost (`synchronous = NORMAL`).
+    Derived,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Synced => "PRAGMA synchronous = FULL",
+            Durability::Derived => "PRAGMA synchronous = NORMAL",
+        }
+    }
 }
 
 impl SqliteStore {
@@ -36,62 +73,123 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        if is_in_memory(url) {
+            // Each connection would get a database of its own.
+            return Err(StoreError::UnsupportedUrl(format!("{url} (an in-memory SQLite database is not supported)")));
+        }
         if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir(dir)?;
         }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(StoreError::Unavailable)?;
+        MIGRATOR.run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.create_if_missing(false).read_only(true))
             .await
             .map_err(StoreError::Unavailable)?;
-        MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
+    }
+
+    /// The write connection, set to `durability` for the statements run on it next.
+    pub(super) async fn write_conn(&self, durability: Durability) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query(durability.pragma()).execute(&mut *conn).await?;
+        Ok(conn)
     }
 
     /// A write transaction that takes the write lock at once, so that reading the
     /// history and writing the outcome cannot interleave with another writer.
-    pub(super) async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    pub(super) async fn write_tx(&self, durability: Durability) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        let conn = self.write_conn(durability).await?;
+        Ok(Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?)
     }
 }
 
+/// `sqlite::memory:`, `sqlite://:memory:` and `mode=memory` URLs.
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
 /// Inserts messages inside `tx`; a message whose bytes are already stored (committed, or
-/// earlier in `messages`) gets that id.
+/// earlier in `messages`) gets that id. A few statements for the whole batch, not a few per
+/// message: each statement is a round trip to the connection's thread.
 pub(super) async fn insert_messages(
     tx: &mut Transaction<'static, Sqlite>,
     messages: &[NewMessage],
 ) -> Result<Vec<Spooled>, StoreError> {
-    let mut spooled = Vec::with_capacity(messages.len());
-    for m in messages {
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO messages (sha256, received_at, source, envelope_from, envelope_rcpts, message_id, size, raw)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (sha256) DO NOTHING RETURNING id",
-        )
-        .bind(&m.sha256)
-        .bind(ts(m.received_at))
-        .bind(m.source.as_str())
-        .bind(&m.envelope_from)
-        .bind(json(&m.envelope_rcpts))
-        .bind(&m.message_id)
-        .bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX))
-        .bind(&m.raw)
-        .fetch_optional(&mut **tx)
-        .await?;
-        // A conflict is with a committed message or with one earlier in this batch.
-        spooled.push(match inserted {
-            Some(id) => Spooled { id, inserted: true },
-            None => {
-                let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE sha256 = ?")
-                    .bind(&m.sha256)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                Spooled { id, inserted: false }
-            }
-        });
+    if messages.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(spooled)
+    // Within one statement a repeated sha256 conflicts with its first row: DO NOTHING.
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO messages (sha256, received_at, source, envelope_from, envelope_rcpts, message_id, size) ",
+    );
+    insert.push_values(messages, |mut row, m| {
+        row.push_bind(&m.sha256)
+            .push_bind(ts(m.received_at))
+            .push_bind(m.source.as_str())
+            .push_bind(&m.envelope_from)
+            .push_bind(json(&m.envelope_rcpts))
+            .push_bind(&m.message_id)
+            .push_bind(i64::try_from(m.raw.len()).unwrap_or(i64::MAX));
+    });
+    insert.push(" ON CONFLICT (sha256) DO NOTHING RETURNING id, sha256");
+    let inserted: HashMap<String, i64> = insert
+        .build_query_as::<(i64, String)>()
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|(id, sha)| (sha, id))
+        .collect();
+
+    // The first message with each new sha256 brings the bytes.
+    let mut bytes_from: HashMap<&str, &NewMessage> = HashMap::new();
+    for m in messages {
+        if inserted.contains_key(&m.sha256) {
+            bytes_from.entry(m.sha256.as_str()).or_insert(m);
+        }
+    }
+    if !bytes_from.is_empty() {
+        let mut raw = QueryBuilder::<Sqlite>::new("INSERT INTO message_raw (message_id, raw) ");
+        raw.push_values(&bytes_from, |mut row, (sha, m)| {
+            row.push_bind(inserted.get(*sha).copied()).push_bind(&m.raw);
+        });
+        raw.build().execute(&mut **tx).await?;
+    }
+
+    // The others conflict with a committed message.
+    let committed: Vec<&str> =
+        messages.iter().map(|m| m.sha256.as_str()).filter(|sha| !inserted.contains_key(*sha)).collect();
+    let existing: HashMap<String, i64> = if committed.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT id, sha256 FROM messages WHERE sha256 IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json(&committed))
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|(id, sha)| (sha, id))
+        .collect()
+    };
+    let mut first = std::collections::HashSet::new();
+    messages
+        .iter()
+        .map(|m| match inserted.get(&m.sha256) {
+            Some(&id) => Ok(Spooled { id, inserted: first.insert(m.sha256.as_str()) }),
+            None => existing
+                .get(&m.sha256)
+                .map(|&id| Spooled { id, inserted: false })
+                .ok_or_else(|| StoreError::Corrupt(format!("message {} neither inserted nor found", m.sha256))),
+        })
+        .collect()
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
@@ -104,32 +202,39 @@ impl Store for SqliteStore {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx(Durability::Synced).await?;
         let spooled = insert_messages(&mut tx, messages).await?;
         tx.commit().await?;
         Ok(spooled)
     }
 
     async fn load_message(&self, id: i64) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(self.load_messages(&[id]).await?.pop())
+    }
+
+    async fn load_messages(&self, ids: &[i64]) -> Result<Vec<StoredMessage>, StoreError> {
         type Row = (i64, Vec<u8>, String, String, String, String, Option<String>);
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT id, raw, envelope_rcpts, received_at, status, source, envelope_from FROM messages WHERE id = ?",
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT m.id, r.raw, m.envelope_rcpts, m.received_at, m.status, m.source, m.envelope_from
+             FROM messages m JOIN message_raw r ON r.message_id = m.id
+             WHERE m.id IN (SELECT value FROM json_each(?))",
         )
-        .bind(id)
-        .fetch_optional(&self.pool)
+        .bind(json(&ids))
+        .fetch_all(&self.pool)
         .await?;
-        row.map(|(id, raw, rcpts, received_at, status, source, envelope_from)| {
-            Ok(StoredMessage {
-                id,
-                raw,
-                envelope_rcpts: from_json(&rcpts)?,
-                received_at: parse_ts(&received_at)?,
-                status,
-                source: Source::from_column(&source)?,
-                envelope_from,
+        rows.into_iter()
+            .map(|(id, raw, rcpts, received_at, status, source, envelope_from)| {
+                Ok(StoredMessage {
+                    id,
+                    raw,
+                    envelope_rcpts: from_json(&rcpts)?,
+                    received_at: parse_ts(&received_at)?,
+                    status,
+                    source: Source::from_column(&source)?,
+                    envelope_from,
+                })
             })
-        })
-        .transpose()
+            .collect()
     }
 
     async fn unfinished_messages(&self, include_failed: bool) -> Result<Vec<i64>, StoreError> {
@@ -148,14 +253,32 @@ impl Store for SqliteStore {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE messages SET status = ?, outcome = ?, error = ?, processed_at = ? WHERE id = ?")
-            .bind(if error.is_some() { "failed" } else { "processed" })
-            .bind(outcome.to_string())
-            .bind(error)
-            .bind(ts(now))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let finished = Finished { id, outcome: outcome.clone(), error: error.map(str::to_owned) };
+        self.finish_messages(std::slice::from_ref(&finished), now).await
+    }
+
+    async fn finish_messages(&self, finished: &[Finished], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let rows: Vec<serde_json::Value> = finished
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "id": f.id,
+                    "status": if f.error.is_some() { "failed" } else { "processed" },
+                    "outcome": f.outcome.to_string(),
+                    "error": f.error,
+                })
+            })
+            .collect();
+        let mut conn = self.write_conn(Durability::Derived).await?;
+        sqlx::query(
+            "UPDATE messages SET status = f.value ->> 'status', outcome = f.value ->> 'outcome',
+                                 error = f.value ->> 'error', processed_at = ?
+             FROM json_each(?) f WHERE messages.id = f.value ->> 'id'",
+        )
+        .bind(ts(now))
+        .bind(json(&rows))
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 
@@ -168,7 +291,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         decide: &Decide<'_>,
     ) -> Result<RecordedEvent, StoreError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx(Durability::Derived).await?;
         let rid = slot_text(key.recurrence_id);
         sqlx::query(
             "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES (?, ?, ?, ?)
@@ -254,7 +377,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         plan: &Replan<'_>,
     ) -> Result<AppliedChanges, StoreError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx(Durability::Derived).await?;
         let key = EventKey { tenant: tenant.to_string(), uid: uid.to_string(), recurrence_id: None };
         let history = load_history(&mut tx, &key).await?;
         let changes = plan(&history);

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::mailbox::{start_from, state_from, state_moved, MailboxLease, MailboxStart, MailboxState, MailboxStore};
 use super::sqlite::insert_messages;
+use super::sqlite::Durability;
 use super::{ts, NewMessage, Spooled, SqliteStore, StoreError};
 
 #[async_trait]
@@ -25,7 +26,7 @@ impl MailboxStore for SqliteStore {
         uid_validity: u32,
         now: DateTime<Utc>,
     ) -> Result<MailboxStart, StoreError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx(Durability::Synced).await?;
         let row: Option<(i64, i64)> =
             sqlx::query_as("SELECT uid_validity, last_uid FROM mailbox_state WHERE mailbox = ?")
                 .bind(mailbox)
@@ -55,7 +56,7 @@ impl MailboxStore for SqliteStore {
         up_to_uid: u32,
         messages: &[NewMessage],
     ) -> Result<Vec<Spooled>, StoreError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx(Durability::Synced).await?;
         let spooled = insert_messages(&mut tx, messages).await?;
         let moved = sqlx::query(
             "UPDATE mailbox_state SET last_uid = MAX(last_uid, ?), updated_at = ?

@@ -11,6 +11,7 @@ use super::queue::{
     ClaimFilter, ClaimedJob, CompleteOutcome, DeclineOutcome, FailOutcome, HeartbeatOutcome, RecorderQueue,
     RetryPolicy, LEASE_LOST_ERROR, MISSED_ERROR,
 };
+use super::sqlite::Durability;
 use super::{from_json, parse_ts, ts, SqliteStore, StoreError};
 
 /// Columns of a job as handed to a recorder, in [`ClaimedRow`] order.
@@ -66,7 +67,7 @@ impl RecorderQueue for SqliteStore {
         lease: TimeDelta,
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx(Durability::Synced).await?;
         let rows: Vec<ClaimedRow> = sqlx::query_as(
             "UPDATE jobs SET state = 'claimed', claimed_by = ?1, lease_until = ?2, attempts = attempts + 1,
                              updated_at = ?3
@@ -102,6 +103,7 @@ impl RecorderQueue for SqliteStore {
         lease: TimeDelta,
         now: DateTime<Utc>,
     ) -> Result<HeartbeatOutcome, StoreError> {
+        let mut conn = self.write_conn(Durability::Synced).await?;
         let lease_until = stored(now + lease);
         let extended = sqlx::query(
             "UPDATE jobs SET lease_until = ?, updated_at = ? WHERE id = ? AND state = 'claimed' AND claimed_by = ?",
@@ -110,7 +112,7 @@ impl RecorderQueue for SqliteStore {
         .bind(ts(now))
         .bind(job_id)
         .bind(recorder)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         if extended == 1 {
@@ -120,6 +122,7 @@ impl RecorderQueue for SqliteStore {
     }
 
     async fn complete(&self, job_id: i64, recorder: &str, now: DateTime<Utc>) -> Result<CompleteOutcome, StoreError> {
+        let mut conn = self.write_conn(Durability::Synced).await?;
         let completed = sqlx::query(
             "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = ?
              WHERE id = ? AND state = 'claimed' AND claimed_by = ?",
@@ -127,7 +130,7 @@ impl RecorderQueue for SqliteStore {
         .bind(ts(now))
         .bind(job_id)
         .bind(recorder)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         if completed == 1 {
@@ -148,7 +151,7 @@ impl RecorderQueue for SqliteStore {
         now: DateTime<Utc>,
         policy: &RetryPolicy,
     ) -> Result<FailOutcome, StoreError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx(Durability::Synced).await?;
         let holder = holder(&mut *tx, job_id).await?;
         if !holder.as_ref().is_some_and(|h| h.held_by(recorder)) {
             return Ok(FailOutcome::Refused(refusal(holder.as_ref())));
@@ -195,7 +198,7 @@ impl RecorderQueue for SqliteStore {
         recorder: &str,
         now: DateTime<Utc>,
     ) -> Result<DeclineOutcome, StoreError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx(Durability::Synced).await?;
         let holder = holder(&mut *tx, job_id).await?;
         if !holder.as_ref().is_some_and(|h| h.held_by(recorder)) {
             let already = holder.as_ref().is_some_and(|h| h.finished_by(recorder, "cancelled"))
@@ -230,6 +233,7 @@ impl RecorderQueue for SqliteStore {
     }
 
     async fn expire_missed(&self, now: DateTime<Utc>) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.write_conn(Durability::Derived).await?;
         let mut ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'failed', lease_until = NULL, updated_at = ?1,
                              last_error = CASE WHEN state = 'claimed' THEN ?3 ELSE ?2 END
@@ -241,7 +245,7 @@ impl RecorderQueue for SqliteStore {
         .bind(ts(now))
         .bind(MISSED_ERROR)
         .bind(LEASE_LOST_ERROR)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         ids.sort_unstable();
         Ok(ids)

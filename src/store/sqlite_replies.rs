@@ -6,6 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{Sqlite, Transaction};
 
 use super::replies::{ClaimedReply, ReplyDraft, ReplyOps, ReplyQueue};
+use super::sqlite::Durability;
 use super::sqlite::SqliteStore;
 use super::{ts, EventKey, StoreError};
 
@@ -116,7 +117,7 @@ impl ReplyQueue for SqliteStore {
         lease: TimeDelta,
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedReply>, StoreError> {
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.write_tx(Durability::Synced).await?;
         let rows: Vec<ReplyRow> = sqlx::query_as(
             "UPDATE replies SET state = 'sending', claimed_by = ?, lease_until = ?, attempts = attempts + 1
              WHERE id IN (
@@ -140,6 +141,7 @@ impl ReplyQueue for SqliteStore {
     }
 
     async fn reply_sent(&self, id: i64, worker: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut conn = self.write_conn(Durability::Synced).await?;
         let done = sqlx::query(
             "UPDATE replies SET state = 'sent', sent_at = ?, lease_until = NULL, last_error = NULL
              WHERE id = ? AND state = 'sending' AND claimed_by = ?",
@@ -147,7 +149,7 @@ impl ReplyQueue for SqliteStore {
         .bind(ts(now))
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         Ok(done == 1)
@@ -160,6 +162,7 @@ impl ReplyQueue for SqliteStore {
         error: &str,
         retry_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let mut conn = self.write_conn(Durability::Synced).await?;
         let done = sqlx::query(
             "UPDATE replies SET state = 'queued', next_attempt_at = ?, lease_until = NULL, last_error = ?
              WHERE id = ? AND state = 'sending' AND claimed_by = ?",
@@ -168,7 +171,7 @@ impl ReplyQueue for SqliteStore {
         .bind(error)
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         Ok(done == 1)
@@ -182,6 +185,7 @@ impl ReplyQueue for SqliteStore {
     }
 
     async fn reply_failed(&self, id: i64, worker: &str, error: &str) -> Result<bool, StoreError> {
+        let mut conn = self.write_conn(Durability::Synced).await?;
         let done = sqlx::query(
             "UPDATE replies SET state = 'failed', lease_until = NULL, last_error = ?
              WHERE id = ? AND state = 'sending' AND claimed_by = ?",
@@ -189,7 +193,7 @@ impl ReplyQueue for SqliteStore {
         .bind(error)
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         Ok(done == 1)
