@@ -22,7 +22,7 @@ use crate::model::{EventVersion, Extracted};
 use crate::schedule::{self, JobChange, Occurrence};
 use crate::store::Enqueued;
 use crate::store::{
-    CreatedJob, EventHistory, EventKey, EventOutcome, NewMessage, Source, Store, StoreError, StoredMessage,
+    CreatedJob, EventHistory, EventKey, EventOutcome, Finished, NewMessage, Source, Store, StoreError, StoredMessage,
 };
 use crate::{auth, ics, mime, notify, state};
 
@@ -534,43 +534,138 @@ pub async fn process_message(
     message_id: i64,
     now: DateTime<Utc>,
 ) -> Result<ProcessReport, IngestError> {
-    let Some(_claim) = InFlight::claim(store, message_id) else {
-        debug!(message_id, "message_already_processing");
-        return Ok(ProcessReport { message_id, already_processing: true, ..ProcessReport::default() });
-    };
+    let mut results = process_messages(store, config, &[message_id], now).await;
+    results.pop().map_or_else(|| Err(IngestError::NotMail(format!("message {message_id} was not processed"))), |r| r.1)
+}
+
+/// [`process_message`] for several messages, with one store read for all of them and one
+/// write recording how each ended (a busy intake hands its workers what has queued up).
+/// One result per id, in order.
+pub async fn process_messages(
+    store: &dyn Store,
+    config: &Config,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Vec<(i64, Result<ProcessReport, IngestError>)> {
+    let mut results: Vec<(i64, Result<ProcessReport, IngestError>)> = Vec::with_capacity(ids.len());
+    let mut claims = Vec::with_capacity(ids.len());
+    for &message_id in ids {
+        match InFlight::claim(store, message_id) {
+            Some(claim) => claims.push(claim),
+            None => {
+                debug!(message_id, "message_already_processing");
+                let report = ProcessReport { message_id, already_processing: true, ..ProcessReport::default() };
+                results.push((message_id, Ok(report)));
+            }
+        }
+    }
+    let claimed: Vec<i64> = claims.iter().map(InFlight::message_id).collect();
+    if claimed.is_empty() {
+        return results;
+    }
     let started = std::time::Instant::now();
-    let message = store.load_message(message_id).await;
+    let loaded = store.load_messages(&claimed).await;
     crate::metrics::store_latency("load_message", started.elapsed());
-    let Some(message) = message? else {
-        return Err(IngestError::NotMail(format!("message {message_id} is not in the store")));
+    let mut loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) if claimed.len() == 1 => {
+            results.push((claimed[0], Err(e.into())));
+            return results;
+        }
+        // Each on its own, so that each result carries its own error.
+        Err(_) => {
+            let mut loaded = Vec::with_capacity(claimed.len());
+            for &id in &claimed {
+                match store.load_message(id).await {
+                    Ok(message) => loaded.extend(message),
+                    Err(e) => results.push((id, Err(e.into()))),
+                }
+            }
+            loaded
+        }
     };
-    if message.status == "processed" {
-        debug!(message_id, "message_already_processed");
-        return Ok(ProcessReport { message_id, duplicate_message: true, ..ProcessReport::default() });
-    }
-    // A panic on one hostile mail must not take the daemon (or a batch ingest) down with it.
-    let result = AssertUnwindSafe(process_loaded(store, config, &message, now))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| Err(IngestError::Panicked(panic_message(panic.as_ref()))));
-    match &result {
-        Ok(report) => {
-            let outcome = serde_json::to_value(report).unwrap_or_default();
-            let started = std::time::Instant::now();
-            store.finish_message(message_id, &outcome, None, now).await?;
-            crate::metrics::store_latency("finish_message", started.elapsed());
-            // From the acknowledgement (the spool commit) to decisions and jobs stored, by the
-            // real clock: `now` may be fixed (`--now`) for reproducible decisions.
-            let since_ack = Utc::now().signed_duration_since(message.received_at);
-            crate::metrics::pipeline_latency(since_ack.to_std().unwrap_or_default());
+    let mut finished = Vec::with_capacity(claimed.len());
+    let mut received = Vec::with_capacity(claimed.len());
+    for &message_id in &claimed {
+        if results.iter().any(|(id, _)| *id == message_id) {
+            continue;
         }
-        Err(e) if !e.is_transient() => {
-            error!(message_id, error_code = e.code(), error = %e, "message_failed");
-            let _ = store.finish_message(message_id, &serde_json::Value::Null, Some(&e.to_string()), now).await;
+        let Some(at) = loaded.iter().position(|m| m.id == message_id) else {
+            results.push((message_id, Err(IngestError::NotMail(format!("message {message_id} is not in the store")))));
+            continue;
+        };
+        let message = loaded.swap_remove(at);
+        if message.status == "processed" {
+            debug!(message_id, "message_already_processed");
+            let report = ProcessReport { message_id, duplicate_message: true, ..ProcessReport::default() };
+            results.push((message_id, Ok(report)));
+            continue;
         }
-        Err(e) => warn!(message_id, error_code = e.code(), error = %e, "message_deferred"),
+        // A panic on one hostile mail must not take the daemon (or a batch ingest) down with it.
+        let result = AssertUnwindSafe(process_loaded(store, config, &message, now))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(IngestError::Panicked(panic_message(panic.as_ref()))));
+        match &result {
+            Ok(report) => {
+                let outcome = serde_json::to_value(report).unwrap_or_default();
+                finished.push(Finished { id: message_id, outcome, error: None });
+                received.push(message.received_at);
+            }
+            Err(e) if !e.is_transient() => {
+                error!(message_id, error_code = e.code(), error = %e, "message_failed");
+                finished.push(Finished {
+                    id: message_id,
+                    outcome: serde_json::Value::Null,
+                    error: Some(e.to_string()),
+                });
+                received.push(message.received_at);
+            }
+            Err(e) => warn!(message_id, error_code = e.code(), error = %e, "message_deferred"),
+        }
+        results.push((message_id, result));
     }
-    result
+    record_finished(store, &finished, &received, now, &mut results).await;
+    results.sort_by_key(|(id, _)| ids.iter().position(|i| i == id));
+    results
+}
+
+/// Records how the processed messages ended, in one write. When that fails, each is
+/// recorded on its own, so that each result says whether its own record was kept: a
+/// processed message whose record failed stays `received` and is processed again.
+async fn record_finished(
+    store: &dyn Store,
+    finished: &[Finished],
+    received: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+    results: &mut [(i64, Result<ProcessReport, IngestError>)],
+) {
+    if finished.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let all = store.finish_messages(finished, now).await;
+    crate::metrics::store_latency("finish_message", started.elapsed());
+    if all.is_ok() {
+        for (f, received_at) in finished.iter().zip(received) {
+            if f.error.is_none() {
+                // From the acknowledgement (the spool commit) to decisions and jobs stored, by
+                // the real clock: `now` may be fixed (`--now`) for reproducible decisions.
+                let since_ack = Utc::now().signed_duration_since(*received_at);
+                crate::metrics::pipeline_latency(since_ack.to_std().unwrap_or_default());
+            }
+        }
+        return;
+    }
+    for f in finished {
+        let kept = store.finish_message(f.id, &f.outcome, f.error.as_deref(), now).await;
+        if let (Err(e), Some((_, result))) = (kept, results.iter_mut().find(|(id, _)| *id == f.id)) {
+            // A failed message keeps its own error; a processed one reports the store's.
+            if result.is_ok() {
+                *result = Err(e.into());
+            }
+        }
+    }
 }
 
 /// Messages this process is processing now. The SMTP workers and the scheduler's resume
@@ -584,6 +679,10 @@ static IN_FLIGHT: LazyLock<Mutex<HashSet<(usize, i64)>>> = LazyLock::new(Mutex::
 struct InFlight((usize, i64));
 
 impl InFlight {
+    fn message_id(&self) -> i64 {
+        self.0 .1
+    }
+
     fn claim(store: &dyn Store, message_id: i64) -> Option<InFlight> {
         let key = (std::ptr::from_ref(store).cast::<()>() as usize, message_id);
         let mut set = IN_FLIGHT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -82,20 +82,26 @@ impl Intake {
     }
 }
 
-/// A processing worker: runs the pipeline on spooled messages until shutdown. The pipeline
-/// logs and records its own failures; an unfinished message is resumed by the scheduler.
+/// Most spooled messages a processing worker takes at once (one store read and one write
+/// for all of them).
+const PROCESSING_BATCH: usize = 32;
+
+/// A processing worker: runs the pipeline on spooled messages until shutdown, on whatever
+/// has queued up (at most [`PROCESSING_BATCH`]). The pipeline logs and records its own
+/// failures; an unfinished message is resumed by the scheduler.
 pub async fn process_spooled(intake: Arc<Intake>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<i64>>>) {
+    let mut batch = Vec::with_capacity(PROCESSING_BATCH);
     loop {
-        let next = {
+        {
             let mut queue = queue.lock().await;
             tokio::select! {
-                _ = intake.shutdown.cancelled() => None,
-                id = queue.recv() => id,
+                _ = intake.shutdown.cancelled() => return,
+                n = queue.recv_many(&mut batch, PROCESSING_BATCH) => if n == 0 { return },
             }
-        };
-        let Some(id) = next else { return };
+        }
         let config = intake.config.current();
-        let _ = crate::pipeline::process_message(intake.store.as_ref(), &config, id, Utc::now()).await;
+        let _ = crate::pipeline::process_messages(intake.store.as_ref(), &config, &batch, Utc::now()).await;
+        batch.clear();
     }
 }
 
