@@ -77,33 +77,28 @@ fn base64(body: &[u8], limit: usize) -> Result<(Vec<u8>, bool), Damaged> {
     let mut group: u32 = 0;
     let mut filled = 0u8;
     let mut rest = body;
-    loop {
+    while let Some((&byte, tail)) = rest.split_first() {
         if out.len() >= limit && rest.iter().any(|b| !b.is_ascii_whitespace() && *b != b'=') {
             return Ok((out, false));
         }
-        // Fast path: whole groups of four alphabet characters.
         if filled == 0 {
-            while let [a, b, c, d, tail @ ..] = rest {
-                let (a, b, c, d) = (
-                    BASE64_VALUES[usize::from(*a)],
-                    BASE64_VALUES[usize::from(*b)],
-                    BASE64_VALUES[usize::from(*c)],
-                    BASE64_VALUES[usize::from(*d)],
-                );
-                if (a | b | c | d) >= 64 {
-                    break;
+            // Fast path: the whole groups of a run of alphabet characters (a line).
+            let run = rest.iter().position(|&b| BASE64_VALUES[usize::from(b)] >= 64).unwrap_or(rest.len());
+            let wanted = limit.saturating_sub(out.len()).div_ceil(3).saturating_mul(4);
+            let whole = (run / 4 * 4).min(wanted);
+            if whole > 0 {
+                let (groups, after) = rest.split_at(whole);
+                let start = out.len();
+                out.resize(start + whole / 4 * 3, 0);
+                let decoded = out.get_mut(start..).unwrap_or_default();
+                for (bytes, chars) in decoded.chunks_exact_mut(3).zip(groups.chunks_exact(4)) {
+                    let word = chars.iter().fold(0u32, |word, &c| word << 6 | u32::from(BASE64_VALUES[usize::from(c)]));
+                    bytes.copy_from_slice(&word.to_be_bytes()[1..]);
                 }
-                let word = u32::from(a) << 18 | u32::from(b) << 12 | u32::from(c) << 6 | u32::from(d);
-                out.extend_from_slice(&word.to_be_bytes()[1..]);
-                rest = tail;
-                if out.len() >= limit {
-                    break;
-                }
+                rest = after;
+                continue;
             }
         }
-        let Some((&byte, tail)) = rest.split_first() else {
-            break;
-        };
         rest = tail;
         let value = BASE64_VALUES[usize::from(byte)];
         if value < 64 {
