@@ -13,9 +13,9 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Drops leading lines that hold only whitespace.
 ///
-/// mail-parser reads a first blank line as the end of an empty header block, so
-/// a mail that starts with a line of spaces (seen from iCloud) would lose its
-/// headers and its whole MIME structure.
+/// mail-parser's header parser reads a first blank line as the end of an empty
+/// header block, so a mail that starts with a line of spaces (seen from iCloud)
+/// would lose its headers and its whole MIME structure.
 pub(super) fn skip_blank_lines(raw: &[u8]) -> &[u8] {
     let blank = raw.iter().take_while(|b| b.is_ascii_whitespace()).count();
     match raw[..blank].iter().rposition(|&b| b == b'\n') {
@@ -109,7 +109,7 @@ fn decode_if_quoted_printable(span: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// How many times `message/rfc822` or `message/global` appears (any case): an
-/// upper bound on the forwarded-message parts mail-parser would build.
+/// upper bound on the forwarded-message parts the walk would read.
 /// Only the slashes are visited (memchr), so this costs little next to parsing.
 pub(super) fn count_forwarded_parts(raw: &[u8]) -> usize {
     const TYPE: &[u8] = b"message";

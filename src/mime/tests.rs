@@ -429,6 +429,7 @@ fn quoted_printable_forwarded_message_global() {
     let got = run(&multipart("mixed", "out", HEADERS, &[forwarded]));
     assert_eq!(got.calendars.len(), 1, "{got:?}");
     assert_eq!(got.calendars[0].bytes, ICS.as_bytes());
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
 }
 
 #[test]

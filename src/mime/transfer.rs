@@ -77,9 +77,15 @@ fn base64(body: &[u8], limit: usize) -> Result<(Vec<u8>, bool), Damaged> {
     let mut group: u32 = 0;
     let mut filled = 0u8;
     let mut rest = body;
+    // Whether the rest past `limit` was found to hold no more data (checked once: checking
+    // at every byte of a long whitespace tail would be quadratic).
+    let mut tail_is_padding = false;
     while let Some((&byte, tail)) = rest.split_first() {
-        if out.len() >= limit && rest.iter().any(|b| !b.is_ascii_whitespace() && *b != b'=') {
-            return Ok((out, false));
+        if out.len() >= limit && !tail_is_padding {
+            if rest.iter().any(|b| !b.is_ascii_whitespace() && *b != b'=') {
+                return Ok((out, false));
+            }
+            tail_is_padding = true;
         }
         if filled == 0 {
             // Fast path: the whole groups of a run of alphabet characters (a line).
@@ -156,7 +162,7 @@ fn quoted_printable(body: &[u8], limit: usize) -> Result<(Vec<u8>, bool), Damage
                 trailing_space = 0;
             }
             (b'\n', _) => {
-                out.truncate(out.len() - trailing_space);
+                out.truncate(out.len().saturating_sub(trailing_space));
                 out.extend_from_slice(line_end);
                 state = State::Text;
                 trailing_space = 0;
@@ -164,9 +170,13 @@ fn quoted_printable(body: &[u8], limit: usize) -> Result<(Vec<u8>, bool), Damage
             (b'\r', _) => line_end = b"\r\n",
             (_, State::Text) => {
                 // Copy the run of plain bytes up to the next byte that means something.
-                let run_end =
-                    body[i..].iter().position(|b| matches!(b, b'=' | b'\n' | b'\r')).map_or(body.len(), |p| i + p);
-                let run = &body[i - 1..run_end];
+                let run_end = body
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .position(|b| matches!(b, b'=' | b'\n' | b'\r'))
+                    .map_or(body.len(), |p| i + p);
+                let run = body.get(i - 1..run_end).unwrap_or_default();
                 out.extend_from_slice(run);
                 let spaces = run.iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
                 trailing_space = if spaces == run.len() { trailing_space + spaces } else { spaces };
@@ -184,7 +194,7 @@ fn quoted_printable(body: &[u8], limit: usize) -> Result<(Vec<u8>, bool), Damage
             (_, &State::FirstHex(high)) => {
                 match hex_value(byte) {
                     Some(low) => out.push(high << 4 | low),
-                    None => out.extend_from_slice(&[b'=', body[i - 2], byte]),
+                    None => out.extend_from_slice(&[b'=', body.get(i - 2).copied().unwrap_or(b'='), byte]),
                 }
                 state = State::Text;
                 trailing_space = 0;
@@ -232,6 +242,18 @@ mod tests {
         assert!(prefix.bytes.starts_with(b"ABCD") && prefix.bytes.len() < 12, "{:?}", prefix.bytes);
         let whole = decode(body, Transfer::Base64, 12).unwrap();
         assert_eq!((&*whole.bytes, whole.complete), (&b"ABCDEFGHIJKL"[..], true));
+    }
+
+    #[test]
+    fn base64_prefix_with_a_long_blank_tail_is_read_once() {
+        // 86 groups (258 bytes, past the 256 asked for), then a megabyte of blanks: a tail
+        // scanned again at each of its bytes would take hours.
+        let mut body = b"QUJD".repeat(86);
+        body.extend(std::iter::repeat_n(b' ', 1 << 20));
+        body.extend_from_slice(b"\r\n==\r\n");
+        let prefix = decode(&body, Transfer::Base64, 256).unwrap();
+        assert_eq!((prefix.bytes.len(), prefix.complete), (258, true));
+        assert!(prefix.bytes.chunks(3).all(|c| c == b"ABC"));
     }
 
     #[test]
