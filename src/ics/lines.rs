@@ -91,16 +91,14 @@ pub(super) fn unfold(bytes: &[u8]) -> Unfolded {
 fn physical_lines(bytes: &[u8]) -> Vec<&[u8]> {
     let mut lines = Vec::new();
     let mut start = 0;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'\r' || b == b'\n' {
-            lines.push(bytes.get(start..i).unwrap_or_default());
-            if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
-                i += 1;
-            }
-            start = i + 1;
+    for end in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+        if end < start {
+            // the LF of a CRLF, taken with its CR
+            continue;
         }
-        i += 1;
+        lines.push(bytes.get(start..end).unwrap_or_default());
+        let crlf = bytes.get(end) == Some(&b'\r') && bytes.get(end + 1) == Some(&b'\n');
+        start = end + 1 + usize::from(crlf);
     }
     if let Some(rest) = bytes.get(start..).filter(|r| !r.is_empty()) {
         lines.push(rest);
@@ -244,6 +242,14 @@ mod tests {
 
     fn unfold_str(input: &str) -> Vec<String> {
         unfold(input.as_bytes()).lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect()
+    }
+
+    #[test]
+    fn physical_lines_end_at_crlf_lf_or_bare_cr() {
+        let got = physical_lines(b"a\r\nb\rc\n\nd\r\r\ne");
+        assert_eq!(got, [&b"a"[..], b"b", b"c", b"", b"d", b"", b"e"]);
+        assert_eq!(physical_lines(b"x\r\n"), [&b"x"[..]]);
+        assert!(physical_lines(b"").is_empty());
     }
 
     #[test]

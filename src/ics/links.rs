@@ -72,7 +72,8 @@ pub(super) fn find_urls(text: &str) -> Vec<String> {
     let mut from = 0;
     while let Some(at) = next_scheme(&lower, from) {
         let rest = text.get(at..).unwrap_or_default();
-        let end = rest.find(|c: char| c.is_whitespace() || "<>\"'`".contains(c)).unwrap_or(rest.len());
+        let end =
+            rest.find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | '`')).unwrap_or(rest.len());
         let candidate = clean(rest.get(..end).unwrap_or_default());
         if let Some(url) = web_url(&candidate) {
             found.push(unwrap_redirect(candidate, &url));
@@ -87,7 +88,7 @@ pub(super) fn find_urls(text: &str) -> Vec<String> {
 fn next_scheme(lower: &str, from: usize) -> Option<usize> {
     let mut at = from;
     loop {
-        let found = at + lower.get(at..)?.find("http")?;
+        let found = at + memchr::memmem::find(lower.as_bytes().get(at..)?, b"http")?;
         let after = lower.get(found + 4..).unwrap_or_default();
         if after.starts_with("://") || after.starts_with("s://") {
             return Some(found);
@@ -97,10 +98,14 @@ fn next_scheme(lower: &str, from: usize) -> Option<usize> {
 }
 
 fn clean(raw: &str) -> String {
+    let trim = |text: &str| text.trim_end_matches(['.', ',', ';', ')', '>', ']', '"', '\'', ':', '!', '?']).to_string();
+    if !raw.contains('&') {
+        // no entity to decode or cut at: most URLs
+        return trim(raw);
+    }
     let decoded = raw.replace("&amp;", "&");
     let cut = ["&lt;", "&gt;", "&quot;", "&nbsp;", "&#"].iter().filter_map(|e| decoded.find(e)).min();
-    let decoded = cut.and_then(|at| decoded.get(..at)).unwrap_or(&decoded);
-    decoded.trim_end_matches(['.', ',', ';', ')', '>', ']', '"', '\'', ':', '!', '?']).to_string()
+    trim(cut.and_then(|at| decoded.get(..at)).unwrap_or(&decoded))
 }
 
 /// Hosts of Outlook Safe Links: `nam12.safelinks.protection.outlook.com`, and the

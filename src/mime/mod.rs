@@ -8,11 +8,15 @@
 mod found;
 mod headers;
 pub(crate) use headers::unfolded_value;
+mod multipart;
 mod sniff;
+mod transfer;
 mod walk;
 
 #[cfg(test)]
 mod tests;
+
+use std::borrow::Cow;
 
 use mail_parser::{Message, MessageParser};
 
@@ -59,16 +63,24 @@ pub fn extract(raw: &[u8], limits: &MimeLimits) -> Extracted {
     extracted
 }
 
-/// Most message/rfc822 parts handed to mail-parser, whatever `max_parts` says.
-/// It builds and drops nested forwards recursively: about 100,000 of them
-/// overflowed a 2 MiB thread stack, 20,000 did not.
+/// Most message/rfc822 parts a mail may hold for its body to be walked, whatever
+/// `max_parts` says; above it only the top headers are read. mail-parser, which
+/// parsed whole mails before the walk had its own, built and dropped nested forwards
+/// recursively (about 100,000 of them overflowed a 2 MiB thread stack); the walk
+/// stops at `max_depth`, and this stays as a cheap bound counted before any parsing.
 const MAX_FORWARDED_PARTS: usize = 1000;
 
 fn read_mail(raw: &[u8], found: &mut Found<'_>, extracted: &mut Extracted) {
-    match parse(raw, found) {
-        Some(msg) => {
+    let parser = MessageParser::new();
+    match multipart::read_entity(&parser, raw) {
+        Some(top) => {
+            let msg = Message { parts: vec![top.headers], raw_message: Cow::Borrowed(raw), ..Message::default() };
             headers::read_header_facts(&msg, extracted);
-            walk::walk_message(&msg, 0, found);
+            if let Some(headers) = msg.parts.first() {
+                if within_forward_cap(raw, found) {
+                    walk::walk_mail(&parser, headers, top.body, found);
+                }
+            }
         }
         None => found.problem("no mail headers found".to_owned()),
     }
@@ -77,17 +89,15 @@ fn read_mail(raw: &[u8], found: &mut Found<'_>, extracted: &mut Extracted) {
     }
 }
 
-/// Parses the mail, or only its top headers when it holds more forwarded
-/// messages than can be parsed safely (see [`MAX_FORWARDED_PARTS`]).
-fn parse<'r>(raw: &'r [u8], found: &mut Found<'_>) -> Option<Message<'r>> {
+/// Whether the mail holds few enough forwarded messages to be walked (see
+/// [`MAX_FORWARDED_PARTS`]); records a problem when it does not.
+fn within_forward_cap(raw: &[u8], found: &mut Found<'_>) -> bool {
     let forwards = sniff::count_forwarded_parts(raw);
     let cap = found.limits().max_parts.min(MAX_FORWARDED_PARTS);
     if forwards > cap {
         found.problem(format!("{forwards} forwarded message parts, more than {cap}: only the top headers read"));
-        MessageParser::new().parse_headers(raw)
-    } else {
-        MessageParser::new().parse(raw)
     }
+    forwards <= cap
 }
 
 /// Last resort when the MIME walk found nothing: calendar text that sits in

@@ -13,9 +13,9 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Drops leading lines that hold only whitespace.
 ///
-/// mail-parser reads a first blank line as the end of an empty header block, so
-/// a mail that starts with a line of spaces (seen from iCloud) would lose its
-/// headers and its whole MIME structure.
+/// mail-parser's header parser reads a first blank line as the end of an empty
+/// header block, so a mail that starts with a line of spaces (seen from iCloud)
+/// would lose its headers and its whole MIME structure.
 pub(super) fn skip_blank_lines(raw: &[u8]) -> &[u8] {
     let blank = raw.iter().take_while(|b| b.is_ascii_whitespace()).count();
     match raw[..blank].iter().rposition(|&b| b == b'\n') {
@@ -24,26 +24,42 @@ pub(super) fn skip_blank_lines(raw: &[u8]) -> &[u8] {
     }
 }
 
+/// Characters (UTF-16 code units, or bytes) looked at for `BEGIN:VCALENDAR`.
+const HEAD_CHARS: usize = 1024;
+
 /// Whether the bytes start (after a BOM and up to 1 KiB of whitespace) with `BEGIN:VCALENDAR`,
 /// in UTF-8/ASCII or in UTF-16 of either byte order, with or without BOM.
 pub(super) fn starts_with_calendar(bytes: &[u8]) -> bool {
-    let head = ascii_head(bytes, 1024);
-    let text = trim_start(&head);
-    text.len() >= BEGIN.len() && text[..BEGIN.len()].eq_ignore_ascii_case(BEGIN)
+    prefix_starts_with_calendar(bytes, true).unwrap_or(false)
 }
 
-/// The first `limit` characters as single bytes: UTF-16 code units are narrowed
-/// to their low byte, so ASCII keywords can be compared in any encoding.
-fn ascii_head(bytes: &[u8], limit: usize) -> Vec<u8> {
-    match utf16_order(bytes) {
-        Some((body, little_endian)) => {
-            body.chunks_exact(2).take(limit).map(|pair| if little_endian { pair[0] } else { pair[1] }).collect()
+/// [`starts_with_calendar`] of a text of which only the first bytes are known
+/// (all of them when `complete`): `None` when the answer depends on what follows,
+/// so that a part need only be decoded as far as its first characters.
+pub(super) fn prefix_starts_with_calendar(prefix: &[u8], complete: bool) -> Option<bool> {
+    if !complete && prefix.len() < 4 {
+        // the BOM and the UTF-16 guess need the first bytes
+        return None;
+    }
+    // The text as single bytes: UTF-16 code units are narrowed to their low byte,
+    // so ASCII keywords can be compared in any encoding.
+    let (body, width, low) = match utf16_order(prefix) {
+        Some((body, little_endian)) => (body, 2, usize::from(!little_endian)),
+        None => (prefix.strip_prefix(UTF8_BOM).unwrap_or(prefix), 1, 0),
+    };
+    let chars = (body.len() / width).min(HEAD_CHARS);
+    let char_at = |i: usize| body.get(i * width + low).copied().unwrap_or_default();
+    let start = (0..chars).find(|&i| !char_at(i).is_ascii_whitespace()).unwrap_or(chars);
+    for (offset, expected) in BEGIN.iter().enumerate() {
+        if start + offset >= chars {
+            // the head ran out: the answer is known only when it is the whole head
+            return (complete || chars == HEAD_CHARS).then_some(false);
         }
-        None => {
-            let body = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
-            body.iter().take(limit).copied().collect()
+        if !char_at(start + offset).eq_ignore_ascii_case(expected) {
+            return Some(false);
         }
     }
+    Some(true)
 }
 
 /// The UTF-16 body (after any BOM) and whether it is little-endian, or `None`
@@ -56,11 +72,6 @@ fn utf16_order(bytes: &[u8]) -> Option<(&[u8], bool)> {
         [0, second, ..] if *second != 0 => Some((bytes, false)),
         _ => None,
     }
-}
-
-fn trim_start(bytes: &[u8]) -> &[u8] {
-    let skip = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
-    &bytes[skip..]
 }
 
 /// Every `BEGIN:VCALENDAR` … `END:VCALENDAR` span of plain text in `raw`.
@@ -98,7 +109,7 @@ fn decode_if_quoted_printable(span: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// How many times `message/rfc822` or `message/global` appears (any case): an
-/// upper bound on the forwarded-message parts mail-parser would build.
+/// upper bound on the forwarded-message parts the walk would read.
 /// Only the slashes are visited (memchr), so this costs little next to parsing.
 pub(super) fn count_forwarded_parts(raw: &[u8]) -> usize {
     const TYPE: &[u8] = b"message";
@@ -143,6 +154,22 @@ mod tests {
         assert!(!starts_with_calendar(b"Hello BEGIN:VCALENDAR"));
         assert!(!starts_with_calendar(b""));
         assert!(!starts_with_calendar(b"BEGIN:VCAL"));
+        let late = format!("{}BEGIN:VCALENDAR", " ".repeat(1010));
+        assert!(!starts_with_calendar(late.as_bytes()), "beyond the first 1024 characters");
+        assert!(starts_with_calendar(late.get(1..).unwrap_or_default().as_bytes()));
+    }
+
+    #[test]
+    fn prefixes_answer_only_when_what_follows_cannot_change_it() {
+        assert_eq!(prefix_starts_with_calendar(b"BEG", false), None);
+        assert_eq!(prefix_starts_with_calendar(b"BEG", true), Some(false));
+        assert_eq!(prefix_starts_with_calendar(b"\r\n  BEGIN:VCA", false), None);
+        assert_eq!(prefix_starts_with_calendar(b"\r\n  BEGIN:VCALENDAR", false), Some(true));
+        assert_eq!(prefix_starts_with_calendar(b"\r\n  Dear all", false), Some(false));
+        assert_eq!(prefix_starts_with_calendar(b"B\0E\0G\0", false), None);
+        assert_eq!(prefix_starts_with_calendar(b"B\0X\0G\0", false), Some(false));
+        assert_eq!(prefix_starts_with_calendar(" ".repeat(1100).as_bytes(), false), Some(false));
+        assert_eq!(prefix_starts_with_calendar(" ".repeat(1000).as_bytes(), false), None);
     }
 
     #[test]

@@ -337,6 +337,129 @@ Content-Type: text/calendar\r\n\r\n{ICS}--undeclared--\r\n"
     assert_eq!(got.calendars[0].bytes, ICS.trim_end().as_bytes());
 }
 
+/// A multipart body written by hand, for delimiters the `multipart` helper would not write.
+fn raw_mail(content_type: &str, body: &str) -> String {
+    format!("{HEADERS}MIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n{body}")
+}
+
+#[test]
+fn a_boundary_inside_a_line_is_text_not_a_delimiter() {
+    // mail-parser split here, and found an attachment inside the text/plain part.
+    let quoted = base64_calendar_attachment(ICS);
+    let body = format!("--m\r\nContent-Type: text/plain\r\n\r\nquoted: --m\r\n{quoted}\r\n--m--\r\n");
+    let got = run(&raw_mail("multipart/mixed; boundary=m", &body));
+    assert!(got.calendars.is_empty(), "{got:?}");
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+}
+
+#[test]
+fn a_boundary_that_only_starts_a_line_is_no_delimiter() {
+    let attachment = base64_calendar_attachment(ICS);
+    let body = format!("--m\r\nContent-Type: text/plain\r\n\r\nhi\r\n--m-2\r\n{attachment}\r\n--m--\r\n");
+    let got = run(&raw_mail("multipart/mixed; boundary=m", &body));
+    assert!(got.calendars.is_empty(), "the calendar is text of the first part, not a part: {got:?}");
+}
+
+#[test]
+fn delimiters_with_trailing_whitespace() {
+    let body = format!(
+        "--m \t\r\nContent-Type: text/plain\r\n\r\nhi\r\n--m\t\r\n{}\r\n--m--  \r\n",
+        base64_calendar_attachment(ICS)
+    );
+    let got = run(&raw_mail("multipart/mixed; boundary=m", &body));
+    assert_eq!(got.calendars.len(), 1, "{got:?}");
+    assert_eq!(got.calendars[0].bytes, ICS.as_bytes());
+}
+
+#[test]
+fn missing_closing_boundary_still_decodes_the_last_part() {
+    // mail-parser read such a part as raw base64 text and called it damaged.
+    let body = format!("--m\r\nContent-Type: text/plain\r\n\r\nhi\r\n--m\r\n{}\r\n", base64_calendar_attachment(ICS));
+    let got = run(&raw_mail("multipart/mixed; boundary=m", &body));
+    assert_eq!(got.calendars.len(), 1, "{got:?}");
+    assert_eq!(got.calendars[0].bytes, ICS.as_bytes());
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+}
+
+#[test]
+fn lf_and_crlf_mails_give_the_same_calendar() {
+    let parts = [part("text/plain", "", "hi"), base64_calendar_attachment(ICS), calendar_part()];
+    let crlf = multipart("mixed", "m", HEADERS, &parts);
+    let lf = crlf.replace("\r\n", "\n");
+    for mail in [crlf, lf] {
+        let got = run(&mail);
+        assert_eq!(got.calendars.len(), 1, "both copies are one calendar: {got:?}");
+        assert_eq!(got.calendars[0].bytes, ICS.as_bytes(), "the base64 copy comes first, as encoded");
+        assert_eq!(got.from.as_deref(), Some("alice@example.org"));
+    }
+}
+
+#[test]
+fn parts_without_headers() {
+    for headless in [format!("\r\n{ICS}"), ICS.to_owned()] {
+        let body = format!("--m\r\n{headless}\r\n--m--\r\n");
+        // base64 in the outer mail would hide the text from the last-resort scan; a
+        // problem-free result shows the walk itself found it.
+        let got = run(&raw_mail("multipart/mixed; boundary=m", &body));
+        assert_eq!(got.calendars.len(), 1, "{headless:?}: {got:?}");
+        assert_eq!(got.calendars[0].content_type, "text/plain");
+        assert!(got.problems.is_empty(), "{:?}", got.problems);
+    }
+}
+
+#[test]
+fn text_plain_calendar_is_found_by_content_after_blank_lines() {
+    // More leading whitespace than the first bytes sniffed, and Latin-1 quoted-printable.
+    let qp = format!("{}{}", "=20\r\n".repeat(150), ICS.replace("Sync", "R=E9union"));
+    let text = part("text/plain; charset=iso-8859-1", "Content-Transfer-Encoding: quoted-printable\r\n", &qp);
+    let got = run(&multipart("mixed", "m", HEADERS, &[part("text/plain", "", "hi"), text]));
+    assert_eq!(got.calendars.len(), 1, "{got:?}");
+    assert_eq!(got.calendars[0].content_type, "text/plain");
+    assert_eq!(got.calendars[0].charset.as_deref(), Some("utf-8"));
+    assert!(String::from_utf8_lossy(&got.calendars[0].bytes).contains("SUMMARY:Réunion"));
+    let text = part("text/plain", "Content-Transfer-Encoding: base64\r\n", &base64(b"Dear all, BEGIN:VCALENDAR"));
+    assert!(run(&multipart("mixed", "m", HEADERS, &[text])).calendars.is_empty());
+}
+
+#[test]
+fn quoted_printable_forwarded_message_global() {
+    let inner = multipart("alternative", "in", "From: bob@example.net\r\n", &[calendar_part()]);
+    let qp = inner.replace('=', "=3D");
+    let forwarded = part("message/global", "Content-Transfer-Encoding: quoted-printable\r\n", &qp);
+    let got = run(&multipart("mixed", "out", HEADERS, &[forwarded]));
+    assert_eq!(got.calendars.len(), 1, "{got:?}");
+    assert_eq!(got.calendars[0].bytes, ICS.as_bytes());
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+}
+
+#[test]
+fn digest_parts_are_forwarded_messages_by_default() {
+    let inner = multipart("mixed", "in", "From: bob@example.net\r\n", &[base64_calendar_attachment(ICS)]);
+    let got = run(&multipart("digest", "d", HEADERS, &[format!("\r\n{inner}")]));
+    assert_eq!(got.calendars.len(), 1, "{got:?}");
+}
+
+#[test]
+fn depth_limit_counts_from_the_top_entity() {
+    // The calendar sits at depth 2: the mail (0), the inner multipart (1), the part (2).
+    let inner = multipart("alternative", "in", "", &[base64_calendar_attachment(ICS)]);
+    let mail = multipart("mixed", "out", HEADERS, &[inner]);
+    let read = |max_depth| extract(mail.as_bytes(), &MimeLimits { max_depth, ..MimeLimits::default() });
+    assert_eq!(read(2).calendars.len(), 1);
+    let got = read(1);
+    assert!(got.calendars.is_empty(), "{got:?}");
+    assert_eq!(got.problems, ["MIME nesting deeper than 1 levels: deeper parts not read"]);
+}
+
+#[test]
+fn damaged_base64_is_read_as_raw_text() {
+    let damaged = part("application/octet-stream", "Content-Transfer-Encoding: base64\r\n", ICS);
+    let got = run(&multipart("mixed", "m", HEADERS, &[damaged]));
+    assert_eq!(got.calendars.len(), 1, "{got:?}");
+    assert_eq!(got.calendars[0].bytes, ICS.as_bytes());
+    assert_eq!(got.problems, ["application/octet-stream part with damaged encoding read as raw text"]);
+}
+
 fn shared_dir(relative: &str) -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join(relative);
     if dir.exists() {
