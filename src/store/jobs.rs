@@ -73,7 +73,11 @@ async fn link_or_create(
         None => CreatedJob { id: ops.insert_job(key, spec, now).await?, joined: false },
     };
     ops.insert_link(job.id, key, spec).await?;
-    refresh_requesters(ops, job.id, now).await?;
+    // A new job was written with this link's requesters: only a joined one needs the union
+    // (or a list that names someone twice, which the union writes once).
+    if job.joined || union(&[&spec.requesters]) != spec.requesters {
+        refresh_requesters(ops, job.id, now).await?;
+    }
     Ok(job)
 }
 
@@ -89,13 +93,19 @@ async fn unlink(ops: &mut dyn JobOps, job_id: i64, key: &EventKey, now: DateTime
 
 /// A job lists every requester of every UID it records, in the order they asked.
 async fn refresh_requesters(ops: &mut dyn JobOps, job_id: i64, now: DateTime<Utc>) -> Result<()> {
+    let lists =
+        ops.link_requesters(job_id).await?.iter().map(|l| from_json(l)).collect::<Result<Vec<Vec<String>>>>()?;
+    let lists: Vec<&Vec<String>> = lists.iter().collect();
+    ops.set_job_requesters(job_id, &json(&union(&lists)), now).await
+}
+
+/// Everyone in `lists`, once each, in the order they first appear.
+fn union(lists: &[&Vec<String>]) -> Vec<String> {
     let mut all: Vec<String> = Vec::new();
-    for list in ops.link_requesters(job_id).await? {
-        for r in from_json::<Vec<String>>(&list)? {
-            if !all.contains(&r) {
-                all.push(r);
-            }
+    for r in lists.iter().copied().flatten() {
+        if !all.contains(r) {
+            all.push(r.clone());
         }
     }
-    ops.set_job_requesters(job_id, &json(&all), now).await
+    all
 }

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,6 +44,9 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// The one connection that writes (a pool of one, so writers wait their turn).
     writer: SqlitePool,
+    /// The `synchronous` setting last made on the write connection ([`Durability::code`]),
+    /// so that a write at the same level needs no `PRAGMA` round trip; 0 when unknown.
+    writer_synchronous: AtomicU8,
 }
 
 /// How durable a write must be when its commit returns; see the module documentation.
@@ -59,6 +63,13 @@ impl Durability {
         match self {
             Durability::Synced => "PRAGMA synchronous = FULL",
             Durability::Derived => "PRAGMA synchronous = NORMAL",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Durability::Synced => 1,
+            Durability::Derived => 2,
         }
     }
 }
@@ -93,13 +104,23 @@ impl SqliteStore {
             .connect_with(options.create_if_missing(false).read_only(true))
             .await
             .map_err(StoreError::Unavailable)?;
-        Ok(SqliteStore { pool, writer })
+        Ok(SqliteStore { pool, writer, writer_synchronous: AtomicU8::new(0) })
     }
 
     /// The write connection, set to `durability` for the statements run on it next.
+    ///
+    /// The setting is skipped when the last one made was the same. That can only err on the
+    /// safe side: the setting is marked unknown while it is being changed, and a connection
+    /// the pool opens anew (after its lifetime) starts at `FULL`, so a connection believed
+    /// `FULL` is `FULL`; one believed `NORMAL` may be `FULL`, which only costs an fsync.
     pub(super) async fn write_conn(&self, durability: Durability) -> Result<PoolConnection<Sqlite>, StoreError> {
         let mut conn = self.writer.acquire().await?;
-        sqlx::query(durability.pragma()).execute(&mut *conn).await?;
+        // The pool has one connection and it is ours: nobody else reads or sets the mark now.
+        if self.writer_synchronous.load(Ordering::Acquire) != durability.code() {
+            self.writer_synchronous.store(0, Ordering::Release);
+            sqlx::query(durability.pragma()).execute(&mut *conn).await?;
+            self.writer_synchronous.store(durability.code(), Ordering::Release);
+        }
         Ok(conn)
     }
 
@@ -293,23 +314,28 @@ impl Store for SqliteStore {
     ) -> Result<RecordedEvent, StoreError> {
         let mut tx = self.write_tx(Durability::Derived).await?;
         let rid = slot_text(key.recurrence_id);
-        sqlx::query(
+        // A new event's id comes back from the insert; a known one's takes a second query.
+        let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (tenant, uid, recurrence_id) DO NOTHING",
+             ON CONFLICT (tenant, uid, recurrence_id) DO NOTHING RETURNING id",
         )
         .bind(&key.tenant)
         .bind(&key.uid)
         .bind(&rid)
         .bind(ts(now))
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        let event_id: i64 =
-            sqlx::query_scalar("SELECT id FROM events WHERE tenant = ? AND uid = ? AND recurrence_id = ?")
-                .bind(&key.tenant)
-                .bind(&key.uid)
-                .bind(&rid)
-                .fetch_one(&mut *tx)
-                .await?;
+        let event_id: i64 = match inserted {
+            Some(id) => id,
+            None => {
+                sqlx::query_scalar("SELECT id FROM events WHERE tenant = ? AND uid = ? AND recurrence_id = ?")
+                    .bind(&key.tenant)
+                    .bind(&key.uid)
+                    .bind(&rid)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
 
         let (version_id, version_is_new) =
             insert_version(&mut tx, event_id, message_id, version, version_hash, now).await?;
@@ -758,5 +784,42 @@ impl JobOps for SqliteJobs<'_> {
             .execute(&mut **self.0)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `PRAGMA synchronous` on the write connection: 1 is NORMAL, 2 is FULL.
+    async fn synchronous(store: &SqliteStore, durability: Durability) -> i64 {
+        let mut conn = store.write_conn(durability).await.expect("write connection");
+        sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await.expect("pragma")
+    }
+
+    #[tokio::test]
+    async fn each_write_runs_at_its_durability_whatever_ran_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open");
+        let order = [
+            Durability::Derived,
+            Durability::Derived,
+            Durability::Synced,
+            Durability::Synced,
+            Durability::Derived,
+            Durability::Synced,
+        ];
+        for durability in order {
+            let want = if durability == Durability::Synced { 2 } else { 1 };
+            assert_eq!(synchronous(&store, durability).await, want, "{durability:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn in_memory_databases_are_refused() {
+        for url in ["sqlite::memory:", "sqlite://:memory:", "sqlite://file.db?mode=memory"] {
+            let refused = SqliteStore::open(url).await.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(refused.contains("in-memory"), "{url}: {refused}");
+        }
     }
 }
