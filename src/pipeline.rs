@@ -565,6 +565,8 @@ pub async fn process_messages(
     }
     let started = std::time::Instant::now();
     let loaded = store.load_messages(&claimed).await;
+    // Claimed messages that could not be loaded (their results hold the error).
+    let mut unreadable = Vec::new();
     crate::metrics::store_latency("load_message", started.elapsed());
     let mut loaded = match loaded {
         Ok(loaded) => loaded,
@@ -578,7 +580,10 @@ pub async fn process_messages(
             for &id in &claimed {
                 match store.load_message(id).await {
                     Ok(message) => loaded.extend(message),
-                    Err(e) => results.push((id, Err(e.into()))),
+                    Err(e) => {
+                        unreadable.push(id);
+                        results.push((id, Err(e.into())));
+                    }
                 }
             }
             loaded
@@ -587,7 +592,7 @@ pub async fn process_messages(
     let mut finished = Vec::with_capacity(claimed.len());
     let mut received = Vec::with_capacity(claimed.len());
     for &message_id in &claimed {
-        if results.iter().any(|(id, _)| *id == message_id) {
+        if unreadable.contains(&message_id) {
             continue;
         }
         let Some(at) = loaded.iter().position(|m| m.id == message_id) else {

@@ -345,3 +345,33 @@ async fn a_message_reached_by_two_runs_is_decided_once() {
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].decisions.len(), 1, "decided once");
 }
+
+/// Two sessions that send the same bytes get the same message id, and a worker can take
+/// both ids in one batch: the message is processed once, in that batch, not left over.
+#[tokio::test]
+async fn a_batch_that_names_one_message_twice_processes_it_once() {
+    use invited::pipeline::process_messages;
+    use invited::store::{NewMessage, Source};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = invited::store::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("store");
+    let config = common::config();
+    let spool = |i: usize| NewMessage {
+        sha256: format!("batch-{i}"),
+        raw: invite(i, Utc::now() + chrono::Duration::days(7)).into_bytes(),
+        source: Source::Smtp,
+        envelope_from: Some("alice@acme.com".into()),
+        envelope_rcpts: vec![ACME.into()],
+        message_id: None,
+        received_at: Utc::now(),
+    };
+    let a = store.spool_message(&spool(1)).await.expect("spooled").id;
+    let b = store.spool_message(&spool(2)).await.expect("spooled").id;
+    let results = process_messages(store.as_ref(), &config, &[a, b, a], Utc::now()).await;
+    let reports: Vec<_> = results.into_iter().map(|(id, r)| (id, r.expect("processed"))).collect();
+    let ids: Vec<i64> = reports.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.iter().filter(|&&id| id == a).count(), 2, "{ids:?}");
+    let worked: Vec<_> = reports.iter().filter(|(_, r)| !r.already_processing).collect();
+    assert_eq!(worked.len(), 2, "{reports:?}");
+    assert!(worked.iter().all(|(_, r)| r.jobs_created == 1), "{reports:?}");
+    assert!(store.unfinished_messages(false).await.expect("unfinished").is_empty(), "every message processed");
+}
