@@ -398,8 +398,8 @@ fn lf_and_crlf_mails_give_the_same_calendar() {
 fn parts_without_headers() {
     for headless in [format!("\r\n{ICS}"), ICS.to_owned()] {
         let body = format!("--m\r\n{headless}\r\n--m--\r\n");
-        // base64 in the outer mail would hide the text from the last-resort scan; a
-        // problem-free result shows the walk itself found it.
+        // The last-resort scan of the raw mail would find this calendar too, but it records
+        // a problem: a problem-free result shows the walk itself found it.
         let got = run(&raw_mail("multipart/mixed; boundary=m", &body));
         assert_eq!(got.calendars.len(), 1, "{headless:?}: {got:?}");
         assert_eq!(got.calendars[0].content_type, "text/plain");

@@ -99,8 +99,8 @@ impl<'h> Label<'h> {
         self.content_type.starts_with("multipart/")
     }
 
-    /// Whether the body is text, which mail-parser turned into UTF-8 when it knew
-    /// the charset: text/*, and a multipart that could not be split.
+    /// Whether the body is text, to be turned into UTF-8 from its declared charset:
+    /// text/*, and a multipart that could not be split.
     fn is_text(&self) -> bool {
         self.content_type.starts_with("text/") || self.is_multipart()
     }
