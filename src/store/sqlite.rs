@@ -2,7 +2,10 @@
 //!
 //! One connection writes, the others only read (they are opened read-only, so a write
 //! cannot slip past the writer): writers queue in the process instead of meeting SQLite's
-//! busy handler, which sleeps and retries while another connection holds the lock.
+//! busy handler, which sleeps and retries while another connection holds the lock. The
+//! write connection is not pooled: a pool pings a connection each time it is given back,
+//! one more round trip to the connection's thread on every write, which the next writer
+//! waits for.
 //!
 //! Each write says how durable it must be ([`Durability`]). What the daemon acknowledges
 //! or hands out — a spooled message, an IMAP batch and its last UID, a job a recorder
@@ -16,16 +19,21 @@
 //! before it is durable.
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, SqlSafeStr, Sqlite, Transaction};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Database, QueryBuilder, SqlSafeStr, Sqlite};
+use sqlx_core::transaction::TransactionManager;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::jobs::{apply_job_changes, JobOps};
 use super::{
@@ -42,11 +50,53 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     /// Reads; opened read-only.
     pub(super) pool: SqlitePool,
-    /// The one connection that writes (a pool of one, so writers wait their turn).
-    writer: SqlitePool,
+    /// The one connection that writes; writers wait their turn for it.
+    writer: Arc<Mutex<SqliteConnection>>,
     /// The `synchronous` setting last made on the write connection ([`Durability::code`]),
     /// so that a write at the same level needs no `PRAGMA` round trip; 0 when unknown.
     writer_synchronous: AtomicU8,
+}
+
+/// The write connection, held by one writer.
+pub(super) type WriteConn = OwnedMutexGuard<SqliteConnection>;
+
+/// A write transaction (`BEGIN IMMEDIATE`) on the write connection. Dropped without
+/// [`commit`](WriteTx::commit), it is rolled back before the connection runs anything else.
+pub(super) struct WriteTx {
+    conn: WriteConn,
+    open: bool,
+}
+
+type Manager = <Sqlite as Database>::TransactionManager;
+
+impl WriteTx {
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        Manager::commit(&mut self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if self.open {
+            Manager::start_rollback(&mut self.conn);
+        }
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
 }
 
 /// How durable a write must be when its commit returns; see the module documentation.
@@ -91,15 +141,13 @@ impl SqliteStore {
         if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir(dir)?;
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await
-            .map_err(StoreError::Unavailable)?;
-        MIGRATOR.run(&writer).await?;
+        let mut writer = options.connect().await.map_err(StoreError::Unavailable)?;
+        MIGRATOR.run(&mut writer).await?;
+        let writer = Arc::new(Mutex::new(writer));
+        // No ping before each read: a connection to a local file does not go stale.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.create_if_missing(false).read_only(true))
             .await
@@ -109,13 +157,11 @@ impl SqliteStore {
 
     /// The write connection, set to `durability` for the statements run on it next.
     ///
-    /// The setting is skipped when the last one made was the same. That can only err on the
-    /// safe side: the setting is marked unknown while it is being changed, and a connection
-    /// the pool opens anew (after its lifetime) starts at `FULL`, so a connection believed
-    /// `FULL` is `FULL`; one believed `NORMAL` may be `FULL`, which only costs an fsync.
-    pub(super) async fn write_conn(&self, durability: Durability) -> Result<PoolConnection<Sqlite>, StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        // The pool has one connection and it is ours: nobody else reads or sets the mark now.
+    /// The setting is skipped when the last one made was the same; it is marked unknown
+    /// while it is being changed, so a failed change is made again next time.
+    pub(super) async fn write_conn(&self, durability: Durability) -> Result<WriteConn, StoreError> {
+        let mut conn = self.writer.clone().lock_owned().await;
+        // The connection is ours: nobody else reads or sets the mark now.
         if self.writer_synchronous.load(Ordering::Acquire) != durability.code() {
             self.writer_synchronous.store(0, Ordering::Release);
             sqlx::query(durability.pragma()).execute(&mut *conn).await?;
@@ -126,9 +172,10 @@ impl SqliteStore {
 
     /// A write transaction that takes the write lock at once, so that reading the
     /// history and writing the outcome cannot interleave with another writer.
-    pub(super) async fn write_tx(&self, durability: Durability) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        let conn = self.write_conn(durability).await?;
-        Ok(Transaction::begin(conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?)
+    pub(super) async fn write_tx(&self, durability: Durability) -> Result<WriteTx, StoreError> {
+        let mut conn = self.write_conn(durability).await?;
+        Manager::begin(&mut conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?;
+        Ok(WriteTx { conn, open: true })
     }
 }
 
@@ -140,10 +187,7 @@ fn is_in_memory(url: &str) -> bool {
 /// Inserts messages inside `tx`; a message whose bytes are already stored (committed, or
 /// earlier in `messages`) gets that id. A few statements for the whole batch, not a few per
 /// message: each statement is a round trip to the connection's thread.
-pub(super) async fn insert_messages(
-    tx: &mut Transaction<'static, Sqlite>,
-    messages: &[NewMessage],
-) -> Result<Vec<Spooled>, StoreError> {
+pub(super) async fn insert_messages(tx: &mut WriteTx, messages: &[NewMessage]) -> Result<Vec<Spooled>, StoreError> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
@@ -501,7 +545,7 @@ impl Store for SqliteStore {
 
 /// Inserts the version unless the identical one is stored; returns its id and whether it is new.
 async fn insert_version(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     event_id: i64,
     message_id: i64,
     v: &EventVersion,
@@ -538,7 +582,7 @@ async fn insert_version(
 }
 
 /// Everything about the (tenant, UID) of `key`: all its RECURRENCE-IDs, requesters and jobs.
-async fn load_history(tx: &mut Transaction<'static, Sqlite>, key: &EventKey) -> Result<EventHistory, StoreError> {
+async fn load_history(tx: &mut WriteTx, key: &EventKey) -> Result<EventHistory, StoreError> {
     let rows: Vec<(i64, String, String)> = sqlx::query_as(
         "SELECT v.id, v.data, v.received_at FROM event_versions v JOIN events e ON e.id = v.event_id
          WHERE e.tenant = ? AND e.uid = ? ORDER BY v.id",
@@ -628,7 +672,7 @@ async fn load_history(tx: &mut Transaction<'static, Sqlite>, key: &EventKey) -> 
 }
 
 /// The job statements for SQLite, inside a write transaction.
-struct SqliteJobs<'t>(&'t mut Transaction<'static, Sqlite>);
+struct SqliteJobs<'t>(&'t mut WriteTx);
 
 #[async_trait]
 impl JobOps for SqliteJobs<'_> {
@@ -813,6 +857,30 @@ mod tests {
             let want = if durability == Durability::Synced { 2 } else { 1 };
             assert_eq!(synchronous(&store, durability).await, want, "{durability:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_transaction_dropped_without_commit_is_rolled_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open");
+        let message = |sha: &str| NewMessage {
+            sha256: sha.into(),
+            raw: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            source: Source::Smtp,
+            envelope_from: None,
+            envelope_rcpts: vec![],
+            message_id: None,
+            received_at: Utc::now(),
+        };
+        {
+            let mut tx = store.write_tx(Durability::Synced).await.expect("begin");
+            insert_messages(&mut tx, &[message("dropped")]).await.expect("insert");
+        }
+        // The next writer finds no transaction left open, and nothing of the dropped one.
+        let kept = store.spool_messages(&[message("kept")]).await.expect("spool after a dropped transaction");
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&store.pool).await.expect("count");
+        assert_eq!((kept.len(), count), (1, 1));
     }
 
     #[tokio::test]

@@ -4,14 +4,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use sqlx::{Sqlite, Transaction};
+use sqlx::Sqlite;
 
 use super::queue::{refusal, Holder};
 use super::queue::{
     ClaimFilter, ClaimedJob, CompleteOutcome, DeclineOutcome, FailOutcome, HeartbeatOutcome, RecorderQueue,
     RetryPolicy, LEASE_LOST_ERROR, MISSED_ERROR,
 };
-use super::sqlite::Durability;
+use super::sqlite::{Durability, WriteTx};
 use super::{from_json, parse_ts, ts, SqliteStore, StoreError};
 
 /// Columns of a job as handed to a recorder, in [`ClaimedRow`] order.
@@ -253,7 +253,7 @@ impl RecorderQueue for SqliteStore {
 }
 
 /// Whether the occurrence of this job was declined.
-async fn declined(tx: &mut Transaction<'static, Sqlite>, job_id: i64) -> Result<bool, StoreError> {
+async fn declined(tx: &mut WriteTx, job_id: i64) -> Result<bool, StoreError> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM consent_declines WHERE job_id = ?")
         .bind(job_id)
         .fetch_one(&mut **tx)

@@ -3,11 +3,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::{Sqlite, Transaction};
 
 use super::replies::{ClaimedReply, ReplyDraft, ReplyOps, ReplyQueue};
-use super::sqlite::Durability;
 use super::sqlite::SqliteStore;
+use super::sqlite::{Durability, WriteTx};
 use super::{ts, EventKey, StoreError};
 
 type ReplyRow = (i64, String, String, String, String, Option<String>, Option<String>, String, String, i64);
@@ -18,7 +17,7 @@ fn claimed(row: ReplyRow) -> ClaimedReply {
 }
 
 /// The queueing statements on SQLite, inside the decision's `BEGIN IMMEDIATE` transaction.
-pub(super) struct SqliteReplies<'t>(pub &'t mut Transaction<'static, Sqlite>);
+pub(super) struct SqliteReplies<'t>(pub &'t mut WriteTx);
 
 #[async_trait]
 impl ReplyOps for SqliteReplies<'_> {
