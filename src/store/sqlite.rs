@@ -116,6 +116,14 @@ impl Durability {
         }
     }
 
+    /// [`pragma`](Durability::pragma) and `BEGIN IMMEDIATE`, in one round trip.
+    fn pragma_and_begin(self) -> &'static str {
+        match self {
+            Durability::Synced => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
+            Durability::Derived => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+        }
+    }
+
     fn code(self) -> u8 {
         match self {
             Durability::Synced => 1,
@@ -161,9 +169,7 @@ impl SqliteStore {
     /// while it is being changed, so a failed change is made again next time.
     pub(super) async fn write_conn(&self, durability: Durability) -> Result<WriteConn, StoreError> {
         let mut conn = self.writer.clone().lock_owned().await;
-        // The connection is ours: nobody else reads or sets the mark now.
-        if self.writer_synchronous.load(Ordering::Acquire) != durability.code() {
-            self.writer_synchronous.store(0, Ordering::Release);
+        if self.change_synchronous(durability) {
             sqlx::query(durability.pragma()).execute(&mut *conn).await?;
             self.writer_synchronous.store(durability.code(), Ordering::Release);
         }
@@ -171,11 +177,29 @@ impl SqliteStore {
     }
 
     /// A write transaction that takes the write lock at once, so that reading the
-    /// history and writing the outcome cannot interleave with another writer.
+    /// history and writing the outcome cannot interleave with another writer. A change of
+    /// `synchronous` goes in the same round trip as the `BEGIN`.
     pub(super) async fn write_tx(&self, durability: Durability) -> Result<WriteTx, StoreError> {
-        let mut conn = self.write_conn(durability).await?;
-        Manager::begin(&mut conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?;
+        let mut conn = self.writer.clone().lock_owned().await;
+        if self.change_synchronous(durability) {
+            Manager::begin(&mut conn, Some(durability.pragma_and_begin().into_sql_str())).await?;
+            self.writer_synchronous.store(durability.code(), Ordering::Release);
+        } else {
+            Manager::begin(&mut conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?;
+        }
         Ok(WriteTx { conn, open: true })
+    }
+
+    /// Whether the held write connection must be set to `durability`: not when the last
+    /// setting made was the same. The mark stays unknown until the caller has made the
+    /// change and marked it, so a failed change is made again next time. Only the holder of
+    /// the write connection calls this: nobody else reads or sets the mark meanwhile.
+    fn change_synchronous(&self, durability: Durability) -> bool {
+        if self.writer_synchronous.load(Ordering::Acquire) == durability.code() {
+            return false;
+        }
+        self.writer_synchronous.store(0, Ordering::Release);
+        true
     }
 }
 
@@ -835,10 +859,19 @@ impl JobOps for SqliteJobs<'_> {
 mod tests {
     use super::*;
 
-    /// `PRAGMA synchronous` on the write connection: 1 is NORMAL, 2 is FULL.
-    async fn synchronous(store: &SqliteStore, durability: Durability) -> i64 {
-        let mut conn = store.write_conn(durability).await.expect("write connection");
-        sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await.expect("pragma")
+    /// `PRAGMA synchronous` on the write connection taken for `durability`, alone (`tx`
+    /// false) or as a transaction: 1 is NORMAL, 2 is FULL.
+    async fn synchronous(store: &SqliteStore, durability: Durability, tx: bool) -> i64 {
+        let query = sqlx::query_scalar("PRAGMA synchronous");
+        if tx {
+            let mut tx = store.write_tx(durability).await.expect("begin");
+            let level = query.fetch_one(&mut *tx).await.expect("pragma");
+            tx.commit().await.expect("commit");
+            level
+        } else {
+            let mut conn = store.write_conn(durability).await.expect("write connection");
+            query.fetch_one(&mut *conn).await.expect("pragma")
+        }
     }
 
     #[tokio::test]
@@ -853,9 +886,12 @@ mod tests {
             Durability::Derived,
             Durability::Synced,
         ];
-        for durability in order {
-            let want = if durability == Durability::Synced { 2 } else { 1 };
-            assert_eq!(synchronous(&store, durability).await, want, "{durability:?}");
+        // Each order, once through transactions and once through the plain connection,
+        // then alternating between the two.
+        for (i, durability) in order.iter().chain(&order).chain(&order).enumerate() {
+            let tx = if i < order.len() * 2 { i < order.len() } else { i % 2 == 0 };
+            let want = if *durability == Durability::Synced { 2 } else { 1 };
+            assert_eq!(synchronous(&store, *durability, tx).await, want, "{durability:?}, transaction: {tx}");
         }
     }
 
