@@ -606,41 +606,40 @@ async fn insert_version(
 }
 
 /// Everything about the (tenant, UID) of `key`: all its RECURRENCE-IDs, requesters and jobs.
+/// One statement, each list a JSON array: every statement is a round trip to the
+/// connection's thread, and this runs for every processed invite.
 async fn load_history(tx: &mut WriteTx, key: &EventKey) -> Result<EventHistory, StoreError> {
-    let rows: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT v.id, v.data, v.received_at FROM event_versions v JOIN events e ON e.id = v.event_id
-         WHERE e.tenant = ? AND e.uid = ? ORDER BY v.id",
+    let (versions, requesters, jobs, declined, finished): (String, String, String, String, String) = sqlx::query_as(
+        "SELECT
+           (SELECT json_group_array(json_array(v.id, v.data, v.received_at) ORDER BY v.id)
+              FROM event_versions v JOIN events e ON e.id = v.event_id WHERE e.tenant = ?1 AND e.uid = ?2),
+           (SELECT json_group_array(json_array(requester, authenticated) ORDER BY first)
+              FROM (SELECT d.requester, MAX(d.requester_authenticated) AS authenticated, MIN(d.id) AS first
+                      FROM decisions d JOIN events e ON e.id = d.event_id
+                     WHERE e.tenant = ?1 AND e.uid = ?2 AND d.requester IS NOT NULL GROUP BY d.requester)),
+           (SELECT json_group_array(json_array(j.id, l.slot, j.kind, j.occurrence_start, j.occurrence_end, j.run_at,
+                                               j.meeting_url, j.flags, l.requesters, j.state) ORDER BY j.id)
+              FROM job_links l JOIN jobs j ON j.id = l.job_id
+             WHERE l.tenant = ?1 AND l.event_uid = ?2 AND j.state IN ('scheduled', 'claimed')),
+           (SELECT json_group_array(slot) FROM consent_declines WHERE tenant = ?1 AND event_uid = ?2),
+           (SELECT json_group_array(json_array(l.slot, j.kind, j.occurrence_start, j.meeting_url))
+              FROM job_links l JOIN jobs j ON j.id = l.job_id
+             WHERE l.tenant = ?1 AND l.event_uid = ?2 AND j.state IN ('done', 'failed'))",
     )
     .bind(&key.tenant)
     .bind(&key.uid)
-    .fetch_all(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    let versions = rows
+    let versions = from_json::<Vec<(i64, String, String)>>(&versions)?
         .into_iter()
         .map(|(id, data, received_at)| {
             Ok(StoredVersion { id, version: from_json(&data)?, received_at: parse_ts(&received_at)? })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let requesters: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT d.requester, MAX(d.requester_authenticated) FROM decisions d JOIN events e ON e.id = d.event_id
-         WHERE e.tenant = ? AND e.uid = ? AND d.requester IS NOT NULL GROUP BY d.requester ORDER BY MIN(d.id)",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .fetch_all(&mut **tx)
-    .await?;
+    let requesters: Vec<(String, i64)> = from_json(&requesters)?;
     type ActiveRow = (i64, String, String, String, String, String, String, String, String, String);
     // The UID's view of its jobs: its own slot and requesters, from its links.
-    let jobs: Vec<ActiveRow> = sqlx::query_as(
-        "SELECT j.id, l.slot, j.kind, j.occurrence_start, j.occurrence_end, j.run_at, j.meeting_url, j.flags,
-                l.requesters, j.state
-         FROM job_links l JOIN jobs j ON j.id = l.job_id
-         WHERE l.tenant = ? AND l.event_uid = ? AND j.state IN ('scheduled', 'claimed') ORDER BY j.id",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .fetch_all(&mut **tx)
-    .await?;
+    let jobs: Vec<ActiveRow> = from_json(&jobs)?;
     let active_jobs = jobs
         .into_iter()
         .map(|(id, slot, kind, occ, occ_end, run_at, meeting_url, flags, requesters, state)| {
@@ -658,20 +657,8 @@ async fn load_history(tx: &mut WriteTx, key: &EventKey) -> Result<EventHistory, 
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let declined: Vec<String> =
-        sqlx::query_scalar("SELECT slot FROM consent_declines WHERE tenant = ? AND event_uid = ?")
-            .bind(&key.tenant)
-            .bind(&key.uid)
-            .fetch_all(&mut **tx)
-            .await?;
-    let finished: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT l.slot, j.kind, j.occurrence_start, j.meeting_url FROM job_links l JOIN jobs j ON j.id = l.job_id
-         WHERE l.tenant = ? AND l.event_uid = ? AND j.state IN ('done', 'failed')",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .fetch_all(&mut **tx)
-    .await?;
+    let declined: Vec<String> = from_json(&declined)?;
+    let finished: Vec<(String, String, String, String)> = from_json(&finished)?;
     let finished_jobs = finished
         .into_iter()
         .map(|(slot, kind, occurrence_start, meeting_url)| {
@@ -687,7 +674,7 @@ async fn load_history(tx: &mut WriteTx, key: &EventKey) -> Result<EventHistory, 
         versions,
         past_requesters: requesters
             .into_iter()
-            .map(|(email, authenticated)| Requester { email, authenticated })
+            .map(|(email, authenticated)| Requester { email, authenticated: authenticated != 0 })
             .collect(),
         active_jobs,
         declined_slots: declined.iter().map(|s| slot_value(s)).collect::<Result<_, _>>()?,
