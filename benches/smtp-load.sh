@@ -10,7 +10,11 @@
 # Prints both rates, their ratio, invited's peak RSS, and how many messages were stored,
 # processed and turned into jobs.
 #
-# usage: benches/smtp-load.sh [MESSAGES=20000] [SESSIONS=20] [SIZE=8192]
+# usage: [CPUS=LIST] benches/smtp-load.sh [MESSAGES=20000] [SESSIONS=20] [SIZE=8192]
+#   CPUS (a taskset list, e.g. 1) pins invited and smtp-sink to those CPUs; the load
+#   generators are not pinned. smtp-sink is one single-threaded process, so CPUS=1 compares
+#   the two servers on one core each. On a VM where waking a thread on the other core is
+#   dear, it also shows what that costs invited (see README, "SMTP intake").
 # needs: ../shared/peers (smtp-load.sh installs postfix's tools if missing; run as root then)
 set -euo pipefail
 MSGS=${1:-20000}; SESS=${2:-20}; SIZE=${3:-8192}
@@ -72,10 +76,10 @@ manual_schedule_upload = true
 [tenants.providers.zoom]
 enabled = true
 TOML
-    RUST_LOG=warn "$HERE/target/release/invited" --config "$dir/invited.toml" serve 2>"$dir/invited.log" &
+    RUST_LOG=warn ${CPUS:+taskset -c "$CPUS"} "$HERE/target/release/invited" --config "$dir/invited.toml" serve 2>"$dir/invited.log" &
     PID=$!
     wait_port "$SMTP_PORT"
-    echo "$name: loadavg before: $(cat /proc/loadavg)"
+    echo "$name: servers on cpus ${CPUS:-any}; loadavg before: $(cat /proc/loadavg)"
     local invited sink rss_kb stored processed jobs tail_start tail_s
     invited=$("$loader" "$SMTP_PORT")
     rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
@@ -94,6 +98,7 @@ TOML
     kill -TERM "$PID"; wait "$PID" || true; PID=""
 
     "$PEERS/smtp-sink-start.sh" "$dir/sink" "$SINK_PORT" sink >/dev/null
+    [ -n "${CPUS:-}" ] && taskset -a -p -c "$CPUS" "$(cat "$dir/sink/sink.pid")" >/dev/null
     sink=$("$loader" "$SINK_PORT")
     "$PEERS/smtp-sink-stop.sh" "$dir/sink" >/dev/null 2>&1 || true
 
