@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::session::{process_spooled, run_session, Intake};
+use super::session::{process_spooled, run_session, Intake, ToProcess};
 use super::{tls, SmtpError};
 use crate::config::LiveConfig;
 use crate::store::Store;
@@ -26,7 +26,7 @@ pub struct SmtpServer {
     listener: TcpListener,
     intake: Arc<Intake>,
     /// Spooled message ids, for the processing workers started by `run`.
-    queue: mpsc::Receiver<i64>,
+    queue: mpsc::Receiver<ToProcess>,
     /// One permit per session: the global limit.
     sessions: Arc<Semaphore>,
     /// Sessions per client IP.

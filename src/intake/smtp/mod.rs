@@ -20,7 +20,7 @@ mod tls;
 
 pub use config::SmtpConfig;
 pub use listener::SmtpServer;
-pub use session::{run_session, Intake, SmtpStream};
+pub use session::{run_session, Intake, SmtpStream, ToProcess};
 pub use spooler::{SpoolError, Spooler};
 
 /// What can stop the SMTP intake or a session.

@@ -41,9 +41,9 @@ pub struct Intake {
     pub shutdown: CancellationToken,
     /// The one writer committing the sessions' messages, in batches.
     pub spooler: Spooler,
-    /// Spooled message ids for the processing workers. When it is full, the scheduler
+    /// Spooled messages for the processing workers. When it is full, the scheduler
     /// tick resumes the message instead: the reply never waits for processing.
-    processing: mpsc::Sender<i64>,
+    processing: mpsc::Sender<ToProcess>,
     /// Source of `session_id`s.
     next_session: AtomicU64,
 }
@@ -60,7 +60,7 @@ impl Intake {
         store: Arc<dyn Store>,
         tls: Option<TlsAcceptor>,
         shutdown: CancellationToken,
-    ) -> (Arc<Intake>, mpsc::Receiver<i64>) {
+    ) -> (Arc<Intake>, mpsc::Receiver<ToProcess>) {
         let (processing, queue) = mpsc::channel(PROCESSING_QUEUE);
         let spooler = Spooler::start(store.clone());
         let intake = Intake {
@@ -75,34 +75,60 @@ impl Intake {
         (Arc::new(intake), queue)
     }
 
-    fn queue_processing(&self, message_id: i64) {
-        if self.processing.try_send(message_id).is_err() {
+    fn queue_processing(&self, message_id: i64, bytes: usize) {
+        if self.processing.try_send(ToProcess { message_id, bytes }).is_err() {
             debug!(message_id, "processing_deferred");
         }
     }
 }
 
+/// A spooled message waiting for a processing worker, with its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToProcess {
+    pub message_id: i64,
+    pub bytes: usize,
+}
+
 /// Most spooled messages a processing worker takes at once (one store read and one write
 /// for all of them).
 const PROCESSING_BATCH: usize = 32;
+/// A batch is closed once its messages reach this many bytes. A worker holds all of a
+/// batch's bytes at once: at most this plus one message, where a sender of big mail could
+/// otherwise make it [`PROCESSING_BATCH`] × the size limit.
+const PROCESSING_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// A processing worker: runs the pipeline on spooled messages until shutdown, on whatever
-/// has queued up (at most [`PROCESSING_BATCH`]). The pipeline logs and records its own
-/// failures; an unfinished message is resumed by the scheduler.
-pub async fn process_spooled(intake: Arc<Intake>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<i64>>>) {
+/// has queued up (see [`next_batch`]). The pipeline logs and records its own failures; an
+/// unfinished message is resumed by the scheduler.
+pub async fn process_spooled(intake: Arc<Intake>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<ToProcess>>>) {
     let mut batch = Vec::with_capacity(PROCESSING_BATCH);
     loop {
         {
             let mut queue = queue.lock().await;
             tokio::select! {
                 _ = intake.shutdown.cancelled() => return,
-                n = queue.recv_many(&mut batch, PROCESSING_BATCH) => if n == 0 { return },
+                more = next_batch(&mut queue, &mut batch) => if !more { return },
             }
         }
         let config = intake.config.current();
         let _ = crate::pipeline::process_messages(intake.store.as_ref(), &config, &batch, Utc::now()).await;
         batch.clear();
     }
+}
+
+/// Waits for a message, then adds it and whatever else has queued up to `batch`, up to
+/// [`PROCESSING_BATCH`] messages or until they reach [`PROCESSING_BATCH_BYTES`]. False
+/// when the queue is closed and empty.
+async fn next_batch(queue: &mut mpsc::Receiver<ToProcess>, batch: &mut Vec<i64>) -> bool {
+    let Some(first) = queue.recv().await else { return false };
+    batch.push(first.message_id);
+    let mut bytes = first.bytes;
+    while batch.len() < PROCESSING_BATCH && bytes < PROCESSING_BATCH_BYTES {
+        let Ok(next) = queue.try_recv() else { break };
+        batch.push(next.message_id);
+        bytes = bytes.saturating_add(next.bytes);
+    }
+    true
 }
 
 /// Runs one session to its end, in its own span; never returns an error (it is logged).
@@ -573,7 +599,7 @@ impl Session {
                 crate::metrics::message_received(Source::Smtp.as_str(), outcome);
                 self.reply(250, "2.0.0", &format!("Queued as {}", spooled.id));
                 if spooled.inserted {
-                    self.intake.queue_processing(spooled.id);
+                    self.intake.queue_processing(spooled.id, size);
                 }
                 Flow::Continue
             }
@@ -722,5 +748,42 @@ impl From<Flow> for Step {
             Flow::Continue | Flow::StartTls => Step::Again,
             Flow::Close => Step::Close,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batches `next_batch` makes of `queued`, in order.
+    async fn batches(queued: &[(i64, usize)]) -> Vec<Vec<i64>> {
+        let (tx, mut rx) = mpsc::channel(queued.len().max(1));
+        for &(message_id, bytes) in queued {
+            tx.try_send(ToProcess { message_id, bytes }).expect("room");
+        }
+        drop(tx);
+        let mut all = Vec::new();
+        let mut batch = Vec::new();
+        while next_batch(&mut rx, &mut batch).await {
+            all.push(std::mem::take(&mut batch));
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn a_processing_batch_closes_at_its_message_count() {
+        let queued: Vec<(i64, usize)> = (1..=40).map(|id| (id, 10_000)).collect();
+        let got = batches(&queued).await;
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [PROCESSING_BATCH, 40 - PROCESSING_BATCH]);
+        assert_eq!(got.concat(), (1..=40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_processing_batch_closes_once_its_bytes_reach_the_limit() {
+        let big = PROCESSING_BATCH_BYTES / 2;
+        // Two halves fill a batch; one over the limit still joins a batch below it, and
+        // closes it; the small ones after make the next.
+        let queued = [(1, big), (2, big), (3, big), (4, PROCESSING_BATCH_BYTES * 3), (5, 100), (6, 100)];
+        assert_eq!(batches(&queued).await, [vec![1, 2], vec![3, 4], vec![5, 6]]);
     }
 }
