@@ -460,6 +460,22 @@ fn damaged_base64_is_read_as_raw_text() {
     assert_eq!(got.problems, ["application/octet-stream part with damaged encoding read as raw text"]);
 }
 
+#[test]
+fn a_forwarded_message_says_whether_its_encoding_or_its_headers_were_wrong() {
+    // Labelled base64 but written plain: read as written, and said so; still walked.
+    let inner = multipart("mixed", "in", "From: bob@example.net\r\n", &[base64_calendar_attachment(ICS)]);
+    let mislabelled = part("message/rfc822", "Content-Transfer-Encoding: base64\r\n", &inner);
+    let got = run(&multipart("mixed", "m", HEADERS, &[mislabelled]));
+    assert_eq!(got.calendars.len(), 1, "{got:?}");
+    assert_eq!(got.problems, ["message/rfc822 part with damaged encoding read as raw text"]);
+    // Decoded fine, but no header block: read as text, and said so as that.
+    let text = base64(b"Forwarded without its headers, sorry\r\n");
+    let headless = part("message/rfc822", "Content-Transfer-Encoding: base64\r\n", &text);
+    let got = run(&multipart("mixed", "m", HEADERS, &[headless]));
+    assert!(got.calendars.is_empty(), "{got:?}");
+    assert_eq!(got.problems, ["message/rfc822 part without a header block read as text"]);
+}
+
 fn shared_dir(relative: &str) -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared").join(relative);
     if dir.exists() {

@@ -180,12 +180,17 @@ impl Walk<'_, '_, '_> {
     fn forwarded(&mut self, label: &Label<'_>, body: &[u8], depth: usize) {
         let message = match transfer::decode(body, label.transfer, usize::MAX) {
             Ok(decoded) => decoded.bytes,
-            Err(Damaged) => Cow::Borrowed(body),
+            Err(Damaged) => {
+                self.damaged(label, body);
+                Cow::Borrowed(body)
+            }
         };
         match read_entity(self.parser, &message) {
             Some(inner) => self.entity(&inner.headers, inner.body, depth + 1, false),
             None => {
-                self.damaged(label, &message);
+                if !message.is_empty() {
+                    self.found.problem(format!("{} part without a header block read as text", label.content_type));
+                }
                 self.keep_if_calendar(label, &message, Transfer::Identity, None);
             }
         }
