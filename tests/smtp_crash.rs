@@ -346,8 +346,9 @@ async fn a_message_reached_by_two_runs_is_decided_once() {
     assert_eq!(history[0].decisions.len(), 1, "decided once");
 }
 
-/// Two sessions that send the same bytes get the same message id, and a worker can take
-/// both ids in one batch: the message is processed once, in that batch, not left over.
+/// `process_messages` takes any list of ids; one named twice is processed once, in that
+/// batch, not left over. (The SMTP sessions queue only the first copy of repeated bytes,
+/// so they do not make such a list today; this guards the function, whoever calls it.)
 #[tokio::test]
 async fn a_batch_that_names_one_message_twice_processes_it_once() {
     use invited::pipeline::process_messages;

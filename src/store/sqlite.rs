@@ -11,12 +11,13 @@
 //! or hands out — a spooled message, an IMAP batch and its last UID, a job a recorder
 //! claims or finishes, a reply being sent — is `synchronous = FULL`: committed means on
 //! disk. What processing derives from a stored message (versions, decisions, job plans,
-//! the message's own status) is `NORMAL`: no fsync of its own. WAL frames are synced in
-//! order, so a power cut can only drop the latest derived commits, never an older one
-//! while keeping a newer; every such commit leaves its message `received`, which is
-//! processed again on restart; and the next FULL commit (the next spooled message, the
-//! next claim) syncs every derived commit before it, so nothing derived is handed out
-//! before it is durable.
+//! the message's own status) or from time alone (a replan, missed jobs expired) is
+//! `NORMAL`: no fsync of its own. WAL frames are synced in order, so a power cut can only
+//! drop the latest derived commits, never an older one while keeping a newer; a lost
+//! commit of a message's processing leaves that message `received`, processed again on
+//! restart, and a lost replan or expiry is redone by the next scheduler tick; and the next
+//! FULL commit (the next spooled message, the next claim) syncs every derived commit
+//! before it, so nothing derived is handed out before it is durable.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
