@@ -15,6 +15,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use invited::config::Config;
 use invited::{ics, mime, pipeline};
 
+/// The daemon's allocator (see `src/main.rs`), so that the figures are the daemon's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const INPUT: &str = "tests/fixtures/bench/outlook365-teams-request.eml";
 
 fn extract(c: &mut Criterion) {
