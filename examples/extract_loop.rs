@@ -9,6 +9,10 @@ use std::time::Instant;
 use invited::config::Config;
 use invited::{ics, mime};
 
+/// The daemon's allocator (see `src/main.rs`), so that the count is the daemon's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut args = std::env::args().skip(1);
