@@ -41,13 +41,23 @@ pub enum StoreError {
     #[error("unsupported store url {:?}: expected sqlite://PATH or postgres://USER@HOST/DB", crate::config::mask_url(.0))]
     UnsupportedUrl(String),
     #[error("store unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] DbError),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] DbError),
+}
+
+/// An error from the database driver: sqlx, or rusqlite for the statements SQLite's write
+/// connection runs on its own handle (see `sqlite.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 impl StoreError {
@@ -76,9 +86,23 @@ impl From<sqlx::Error> for StoreError {
             _ => false,
         };
         if transient {
-            StoreError::Unavailable(e)
+            StoreError::Unavailable(e.into())
         } else {
-            StoreError::Database(e)
+            StoreError::Database(e.into())
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        let transient = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => transient_code(&f.extended_code.to_string()),
+            _ => false,
+        };
+        if transient {
+            StoreError::Unavailable(e.into())
+        } else {
+            StoreError::Database(e.into())
         }
     }
 }

@@ -5,7 +5,8 @@
 //! busy handler, which sleeps and retries while another connection holds the lock. The
 //! write connection is not pooled: a pool pings a connection each time it is given back,
 //! one more round trip to the connection's thread on every write, which the next writer
-//! waits for.
+//! waits for. Recording an event, a dozen statements, skips those round trips altogether:
+//! it runs them on the caller's thread, on the same SQLite handle ([`Writer`]).
 //!
 //! Each write says how durable it must be ([`Durability`]). What the daemon acknowledges
 //! or hands out — a spooled message, an IMAP batch and its last UID, a job a recorder
@@ -25,12 +26,14 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    LockedSqliteHandle, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Database, QueryBuilder, SqlSafeStr, Sqlite};
 use sqlx_core::transaction::TransactionManager;
@@ -52,14 +55,91 @@ pub struct SqliteStore {
     /// Reads; opened read-only.
     pub(super) pool: SqlitePool,
     /// The one connection that writes; writers wait their turn for it.
-    writer: Arc<Mutex<SqliteConnection>>,
+    writer: Arc<Mutex<Writer>>,
     /// The `synchronous` setting last made on the write connection ([`Durability::code`]),
     /// so that a write at the same level needs no `PRAGMA` round trip; 0 when unknown.
     writer_synchronous: AtomicU8,
 }
 
-/// The write connection, held by one writer.
-pub(super) type WriteConn = OwnedMutexGuard<SqliteConnection>;
+/// How long a statement waits for a lock another process holds on the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The write connection, seen two ways. sqlx runs each statement on a thread of its own,
+/// and every statement is a hand-over to that thread and back: tens of microseconds on a
+/// busy machine, more than most statements take. Recording an event runs a dozen, so it
+/// runs them on the caller's thread instead, through rusqlite on the same SQLite handle,
+/// while sqlx's thread is locked out of it ([`DirectTx`]); everything else goes through sqlx.
+pub(super) struct Writer {
+    /// Used only while sqlx's thread is locked out. Declared first to be dropped first: its
+    /// cached statements are finalized before sqlx closes the handle.
+    direct: rusqlite::Connection,
+    sqlx: SqliteConnection,
+}
+
+impl Writer {
+    async fn new(mut sqlx: SqliteConnection) -> Result<Writer, StoreError> {
+        let direct = {
+            let mut handle = sqlx.lock_handle().await?;
+            // SAFETY: the handle stays open as long as `sqlx` (dropped after `direct`), a
+            // connection made by `from_handle` never closes it, and `direct` runs statements
+            // only inside a `DirectTx`, which holds sqlx's thread off the handle.
+            unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?
+        };
+        Ok(Writer { direct, sqlx })
+    }
+}
+
+/// The write connection, held by one writer; it runs sqlx statements.
+pub(super) struct WriteConn(OwnedMutexGuard<Writer>);
+
+impl Deref for WriteConn {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.0.sqlx
+    }
+}
+
+impl DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.0.sqlx
+    }
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`) run on the caller's thread, straight on the
+/// write connection's SQLite handle; sqlx's thread is kept off the handle until it is
+/// dropped. Dropped without [`commit`](DirectTx::commit), it is rolled back.
+pub(super) struct DirectTx<'w> {
+    conn: &'w mut rusqlite::Connection,
+    open: bool,
+    /// Dropped after the rollback in `drop`.
+    _handle: LockedSqliteHandle<'w>,
+}
+
+impl DirectTx<'_> {
+    pub(super) fn conn(&mut self) -> &mut rusqlite::Connection {
+        self.conn
+    }
+
+    pub(super) fn commit(mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for DirectTx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // A failed rollback leaves the transaction open: the next BEGIN then fails
+            // ("cannot start a transaction within a transaction"), so nothing is written
+            // under the wrong transaction; SQLite rolls back on its own after most errors.
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rollback of a dropped write transaction failed");
+            }
+        }
+    }
+}
 
 /// A write transaction (`BEGIN IMMEDIATE`) on the write connection. Dropped without
 /// [`commit`](WriteTx::commit), it is rolled back before the connection runs anything else.
@@ -141,7 +221,7 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         if is_in_memory(url) {
             // Each connection would get a database of its own.
@@ -150,9 +230,9 @@ impl SqliteStore {
         if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir(dir)?;
         }
-        let mut writer = options.connect().await.map_err(StoreError::Unavailable)?;
+        let mut writer = options.connect().await.map_err(|e| StoreError::Unavailable(e.into()))?;
         MIGRATOR.run(&mut writer).await?;
-        let writer = Arc::new(Mutex::new(writer));
+        let writer = Arc::new(Mutex::new(Writer::new(writer).await?));
         // No ping before each read: a connection to a local file does not go stale.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -160,7 +240,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.create_if_missing(false).read_only(true))
             .await
-            .map_err(StoreError::Unavailable)?;
+            .map_err(|e| StoreError::Unavailable(e.into()))?;
         Ok(SqliteStore { pool, writer, writer_synchronous: AtomicU8::new(0) })
     }
 
@@ -169,7 +249,7 @@ impl SqliteStore {
     /// The setting is skipped when the last one made was the same; it is marked unknown
     /// while it is being changed, so a failed change is made again next time.
     pub(super) async fn write_conn(&self, durability: Durability) -> Result<WriteConn, StoreError> {
-        let mut conn = self.writer.clone().lock_owned().await;
+        let mut conn = WriteConn(self.writer.clone().lock_owned().await);
         if self.change_synchronous(durability) {
             sqlx::query(durability.pragma()).execute(&mut *conn).await?;
             self.writer_synchronous.store(durability.code(), Ordering::Release);
@@ -181,7 +261,7 @@ impl SqliteStore {
     /// history and writing the outcome cannot interleave with another writer. A change of
     /// `synchronous` goes in the same round trip as the `BEGIN`.
     pub(super) async fn write_tx(&self, durability: Durability) -> Result<WriteTx, StoreError> {
-        let mut conn = self.writer.clone().lock_owned().await;
+        let mut conn = WriteConn(self.writer.clone().lock_owned().await);
         if self.change_synchronous(durability) {
             Manager::begin(&mut conn, Some(durability.pragma_and_begin().into_sql_str())).await?;
             self.writer_synchronous.store(durability.code(), Ordering::Release);
@@ -189,6 +269,42 @@ impl SqliteStore {
             Manager::begin(&mut conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?;
         }
         Ok(WriteTx { conn, open: true })
+    }
+
+    /// A [`DirectTx`] on `writer` (the write connection, locked by the caller).
+    ///
+    /// `BEGIN IMMEDIATE` is the one statement of such a transaction that can wait: for
+    /// another process writing the same file (`invited reprocess` beside the daemon).
+    /// SQLite's busy handler would wait by sleeping this thread, one of the runtime's, so
+    /// the `BEGIN` is tried without it and tried again after an async pause, with backoff
+    /// as SQLite's own, for as long as the busy handler would have waited.
+    pub(super) async fn direct_tx<'w>(
+        &self,
+        writer: &'w mut Writer,
+        durability: Durability,
+    ) -> Result<DirectTx<'w>, StoreError> {
+        let Writer { direct, sqlx } = writer;
+        let change = self.change_synchronous(durability);
+        let begin = if change { durability.pragma_and_begin() } else { "BEGIN IMMEDIATE" };
+        let handle = sqlx.lock_handle().await?;
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match begin_without_waiting(direct, begin) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if change {
+            self.writer_synchronous.store(durability.code(), Ordering::Release);
+        }
+        Ok(DirectTx { conn: direct, open: true, _handle: handle })
     }
 
     /// Whether the held write connection must be set to `durability`: not when the last
@@ -209,9 +325,25 @@ fn is_in_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
+/// Runs `begin` (ending in `BEGIN IMMEDIATE`) with SQLite's busy handler off: the file
+/// being busy is an error at once.
+fn begin_without_waiting(conn: &rusqlite::Connection, begin: &str) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::ZERO)?;
+    let begun = conn.execute_batch(begin);
+    match conn.busy_timeout(BUSY_TIMEOUT) {
+        Ok(()) => begun,
+        Err(e) => {
+            if begun.is_ok() {
+                conn.execute_batch("ROLLBACK")?;
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Inserts messages inside `tx`; a message whose bytes are already stored (committed, or
 /// earlier in `messages`) gets that id. A few statements for the whole batch, not a few per
-/// message: each statement is a round trip to the connection's thread.
+/// message: each statement is a round trip to sqlx's connection thread.
 pub(super) async fn insert_messages(tx: &mut WriteTx, messages: &[NewMessage]) -> Result<Vec<Spooled>, StoreError> {
     if messages.is_empty() {
         return Ok(Vec::new());
@@ -283,7 +415,7 @@ pub(super) async fn insert_messages(tx: &mut WriteTx, messages: &[NewMessage]) -
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e).into()))
 }
 
 #[async_trait]
@@ -381,65 +513,55 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         decide: &Decide<'_>,
     ) -> Result<RecordedEvent, StoreError> {
-        let mut tx = self.write_tx(Durability::Derived).await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = self.direct_tx(&mut writer, Durability::Derived).await?;
+        let conn = tx.conn();
         let rid = slot_text(key.recurrence_id);
         // A new event's id comes back from the insert; a known one's takes a second query.
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (tenant, uid, recurrence_id) DO NOTHING RETURNING id",
-        )
-        .bind(&key.tenant)
-        .bind(&key.uid)
-        .bind(&rid)
-        .bind(ts(now))
-        .fetch_optional(&mut *tx)
-        .await?;
+        let inserted: Option<i64> = conn
+            .prepare_cached(
+                "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (tenant, uid, recurrence_id) DO NOTHING RETURNING id",
+            )?
+            .query_row(params![key.tenant, key.uid, rid, ts(now)], |r| r.get(0))
+            .optional()?;
         let event_id: i64 = match inserted {
             Some(id) => id,
-            None => {
-                sqlx::query_scalar("SELECT id FROM events WHERE tenant = ? AND uid = ? AND recurrence_id = ?")
-                    .bind(&key.tenant)
-                    .bind(&key.uid)
-                    .bind(&rid)
-                    .fetch_one(&mut *tx)
-                    .await?
-            }
+            None => conn
+                .prepare_cached("SELECT id FROM events WHERE tenant = ? AND uid = ? AND recurrence_id = ?")?
+                .query_row(params![key.tenant, key.uid, rid], |r| r.get(0))?,
         };
 
-        let (version_id, version_is_new) =
-            insert_version(&mut tx, event_id, message_id, version, version_hash, now).await?;
-        sqlx::query("INSERT OR IGNORE INTO version_messages (version_id, message_id) VALUES (?, ?)")
-            .bind(version_id)
-            .bind(message_id)
-            .execute(&mut *tx)
-            .await?;
+        let (version_id, version_is_new) = insert_version(conn, event_id, message_id, version, version_hash, now)?;
+        conn.prepare_cached("INSERT OR IGNORE INTO version_messages (version_id, message_id) VALUES (?, ?)")?
+            .execute(params![version_id, message_id])?;
 
-        let history = load_history(&mut tx, key).await?;
+        let history = load_history(conn, key)?;
         let outcome = decide(&history);
 
-        sqlx::query(
+        conn.prepare_cached(
             "INSERT INTO decisions (event_id, arrived_version_id, version_id, message_id, requester, requester_authenticated,
                                     eligible, reasons, plan, decided_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(event_id)
-        .bind(version_id)
-        .bind(outcome.current_version_id)
-        .bind(message_id)
-        .bind(outcome.requester.as_ref().map(|r| r.email.clone()))
-        .bind(outcome.requester.as_ref().is_some_and(|r| r.authenticated))
-        .bind(outcome.decision.eligible)
-        .bind(json(&outcome.decision.reasons))
-        .bind(outcome.decision.plan.as_ref().map(json))
-        .bind(ts(now))
-        .execute(&mut *tx)
-        .await?;
+        )?
+        .execute(params![
+            event_id,
+            version_id,
+            outcome.current_version_id,
+            message_id,
+            outcome.requester.as_ref().map(|r| r.email.as_str()),
+            outcome.requester.as_ref().is_some_and(|r| r.authenticated),
+            outcome.decision.eligible,
+            json(&outcome.decision.reasons),
+            outcome.decision.plan.as_ref().map(json),
+            ts(now),
+        ])?;
 
-        let created = apply_job_changes(&mut SqliteJobs(&mut tx), key, &outcome.job_changes, now).await?;
+        let created = apply_job_changes(&mut SqliteJobs(tx.conn()), key, &outcome.job_changes, now).await?;
         let reply = match &outcome.reply {
             Some(draft) => Some(
                 super::replies::enqueue(
-                    &mut super::sqlite_replies::SqliteReplies(&mut tx),
+                    &mut super::sqlite_replies::SqliteReplies(tx.conn()),
                     key,
                     message_id,
                     draft,
@@ -449,7 +571,7 @@ impl Store for SqliteStore {
             ),
             None => None,
         };
-        tx.commit().await?;
+        tx.commit()?;
         Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created, reply })
     }
 
@@ -472,12 +594,13 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         plan: &Replan<'_>,
     ) -> Result<AppliedChanges, StoreError> {
-        let mut tx = self.write_tx(Durability::Derived).await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = self.direct_tx(&mut writer, Durability::Derived).await?;
         let key = EventKey { tenant: tenant.to_string(), uid: uid.to_string(), recurrence_id: None };
-        let history = load_history(&mut tx, &key).await?;
+        let history = load_history(tx.conn(), &key)?;
         let changes = plan(&history);
-        let created = apply_job_changes(&mut SqliteJobs(&mut tx), &key, &changes, now).await?;
-        tx.commit().await?;
+        let created = apply_job_changes(&mut SqliteJobs(tx.conn()), &key, &changes, now).await?;
+        tx.commit()?;
         Ok(AppliedChanges { changes, created })
     }
 
@@ -569,49 +692,52 @@ impl Store for SqliteStore {
 }
 
 /// Inserts the version unless the identical one is stored; returns its id and whether it is new.
-async fn insert_version(
-    tx: &mut WriteTx,
+fn insert_version(
+    conn: &rusqlite::Connection,
     event_id: i64,
     message_id: i64,
     v: &EventVersion,
     hash: &str,
     now: DateTime<Utc>,
 ) -> Result<(i64, bool), StoreError> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO event_versions (event_id, version_hash, message_id, method, sequence, dtstamp, status, start_at, end_at, data, received_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (event_id, version_hash) DO NOTHING RETURNING id",
-    )
-    .bind(event_id)
-    .bind(hash)
-    .bind(message_id)
-    .bind(&v.method)
-    .bind(v.sequence)
-    .bind(v.dtstamp.map(ts))
-    .bind(&v.status)
-    .bind(v.start.map(ts))
-    .bind(v.end.map(ts))
-    .bind(json(v))
-    .bind(ts(now))
-    .fetch_optional(&mut **tx)
-    .await?;
+    let inserted: Option<i64> = conn
+        .prepare_cached(
+            "INSERT INTO event_versions (event_id, version_hash, message_id, method, sequence, dtstamp, status, start_at, end_at, data, received_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (event_id, version_hash) DO NOTHING RETURNING id",
+        )?
+        .query_row(
+            params![
+                event_id,
+                hash,
+                message_id,
+                v.method,
+                v.sequence,
+                v.dtstamp.map(ts),
+                v.status,
+                v.start.map(ts),
+                v.end.map(ts),
+                json(v),
+                ts(now),
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
     if let Some(id) = inserted {
         return Ok((id, true));
     }
-    let id = sqlx::query_scalar("SELECT id FROM event_versions WHERE event_id = ? AND version_hash = ?")
-        .bind(event_id)
-        .bind(hash)
-        .fetch_one(&mut **tx)
-        .await?;
+    let id = conn
+        .prepare_cached("SELECT id FROM event_versions WHERE event_id = ? AND version_hash = ?")?
+        .query_row(params![event_id, hash], |r| r.get(0))?;
     Ok((id, false))
 }
 
 /// Everything about the (tenant, UID) of `key`: all its RECURRENCE-IDs, requesters and jobs.
-/// One statement, each list a JSON array: every statement is a round trip to the
-/// connection's thread, and this runs for every processed invite.
-async fn load_history(tx: &mut WriteTx, key: &EventKey) -> Result<EventHistory, StoreError> {
-    let (versions, requesters, jobs, declined, finished): (String, String, String, String, String) = sqlx::query_as(
-        "SELECT
+/// One statement, each list a JSON array.
+fn load_history(conn: &rusqlite::Connection, key: &EventKey) -> Result<EventHistory, StoreError> {
+    let (versions, requesters, jobs, declined, finished): (String, String, String, String, String) = conn
+        .prepare_cached(
+            "SELECT
            (SELECT json_group_array(json_array(v.id, v.data, v.received_at) ORDER BY v.id)
               FROM event_versions v JOIN events e ON e.id = v.event_id WHERE e.tenant = ?1 AND e.uid = ?2),
            (SELECT json_group_array(json_array(requester, authenticated) ORDER BY first)
@@ -626,11 +752,8 @@ async fn load_history(tx: &mut WriteTx, key: &EventKey) -> Result<EventHistory, 
            (SELECT json_group_array(json_array(l.slot, j.kind, j.occurrence_start, j.meeting_url))
               FROM job_links l JOIN jobs j ON j.id = l.job_id
              WHERE l.tenant = ?1 AND l.event_uid = ?2 AND j.state IN ('done', 'failed'))",
-    )
-    .bind(&key.tenant)
-    .bind(&key.uid)
-    .fetch_one(&mut **tx)
-    .await?;
+        )?
+        .query_row(params![key.tenant, key.uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
     let versions = from_json::<Vec<(i64, String, String)>>(&versions)?
         .into_iter()
         .map(|(id, data, received_at)| {
@@ -683,22 +806,19 @@ async fn load_history(tx: &mut WriteTx, key: &EventKey) -> Result<EventHistory, 
     })
 }
 
-/// The job statements for SQLite, inside a write transaction.
-struct SqliteJobs<'t>(&'t mut WriteTx);
+/// The job statements for SQLite, inside a [`DirectTx`]. Each runs to its end before it
+/// returns: the futures never wait.
+struct SqliteJobs<'t>(&'t mut rusqlite::Connection);
 
 #[async_trait]
 impl JobOps for SqliteJobs<'_> {
     async fn clear_stale_link(&mut self, key: &EventKey, spec: &JobSpec) -> Result<(), StoreError> {
-        sqlx::query(
-            "DELETE FROM job_links WHERE tenant = ? AND event_uid = ? AND slot = ? AND kind = ?
-               AND job_id NOT IN (SELECT id FROM jobs WHERE state IN ('scheduled', 'claimed'))",
-        )
-        .bind(&key.tenant)
-        .bind(&key.uid)
-        .bind(slot_text(spec.slot))
-        .bind(spec.kind.as_str())
-        .execute(&mut **self.0)
-        .await?;
+        self.0
+            .prepare_cached(
+                "DELETE FROM job_links WHERE tenant = ? AND event_uid = ? AND slot = ? AND kind = ?
+                   AND job_id NOT IN (SELECT id FROM jobs WHERE state IN ('scheduled', 'claimed'))",
+            )?
+            .execute(params![key.tenant, key.uid, slot_text(spec.slot), spec.kind.as_str()])?;
         Ok(())
     }
 
@@ -708,123 +828,125 @@ impl JobOps for SqliteJobs<'_> {
         spec: &JobSpec,
         except: Option<i64>,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE tenant = ? AND meeting_url = ? AND occurrence_start = ? AND kind = ?
-               AND state IN ('scheduled', 'claimed') AND id <> ? ORDER BY id LIMIT 1",
-        )
-        .bind(&key.tenant)
-        .bind(&spec.meeting_url)
-        .bind(ts(spec.occurrence_start))
-        .bind(spec.kind.as_str())
-        .bind(except.unwrap_or(-1))
-        .fetch_optional(&mut **self.0)
-        .await?)
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id FROM jobs WHERE tenant = ? AND meeting_url = ? AND occurrence_start = ? AND kind = ?
+                   AND state IN ('scheduled', 'claimed') AND id <> ? ORDER BY id LIMIT 1",
+            )?
+            .query_row(
+                params![
+                    key.tenant,
+                    spec.meeting_url,
+                    ts(spec.occurrence_start),
+                    spec.kind.as_str(),
+                    except.unwrap_or(-1)
+                ],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     async fn insert_job(&mut self, key: &EventKey, spec: &JobSpec, now: DateTime<Utc>) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "INSERT INTO jobs (tenant, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
-                               provider, meeting_url, flags, requesters, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&key.tenant)
-        .bind(&key.uid)
-        .bind(slot_text(spec.slot))
-        .bind(ts(spec.occurrence_start))
-        .bind(ts(spec.occurrence_end))
-        .bind(spec.kind.as_str())
-        .bind(ts(spec.run_at))
-        .bind(&spec.provider)
-        .bind(&spec.meeting_url)
-        .bind(json(&spec.flags))
-        .bind(json(&spec.requesters))
-        .bind(ts(now))
-        .bind(ts(now))
-        .fetch_one(&mut **self.0)
-        .await?)
+        Ok(self
+            .0
+            .prepare_cached(
+                "INSERT INTO jobs (tenant, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
+                                   provider, meeting_url, flags, requesters, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
+            )?
+            .query_row(
+                params![
+                    key.tenant,
+                    key.uid,
+                    slot_text(spec.slot),
+                    ts(spec.occurrence_start),
+                    ts(spec.occurrence_end),
+                    spec.kind.as_str(),
+                    ts(spec.run_at),
+                    spec.provider,
+                    spec.meeting_url,
+                    json(&spec.flags),
+                    json(&spec.requesters),
+                    ts(now),
+                    ts(now),
+                ],
+                |r| r.get(0),
+            )?)
     }
 
     async fn insert_link(&mut self, job_id: i64, key: &EventKey, spec: &JobSpec) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO job_links (job_id, tenant, event_uid, slot, kind, requesters) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(job_id)
-        .bind(&key.tenant)
-        .bind(&key.uid)
-        .bind(slot_text(spec.slot))
-        .bind(spec.kind.as_str())
-        .bind(json(&spec.requesters))
-        .execute(&mut **self.0)
-        .await?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO job_links (job_id, tenant, event_uid, slot, kind, requesters) VALUES (?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                job_id,
+                key.tenant,
+                key.uid,
+                slot_text(spec.slot),
+                spec.kind.as_str(),
+                json(&spec.requesters)
+            ])?;
         Ok(())
     }
 
     async fn other_links(&mut self, job_id: i64, key: &EventKey) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM job_links WHERE job_id = ? AND NOT (tenant = ? AND event_uid = ?)")
-            .bind(job_id)
-            .bind(&key.tenant)
-            .bind(&key.uid)
-            .fetch_one(&mut **self.0)
-            .await?)
+        Ok(self
+            .0
+            .prepare_cached("SELECT COUNT(*) FROM job_links WHERE job_id = ? AND NOT (tenant = ? AND event_uid = ?)")?
+            .query_row(params![job_id, key.tenant, key.uid], |r| r.get(0))?)
     }
 
     async fn update_job(&mut self, job_id: i64, spec: &JobSpec, now: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE jobs SET occurrence_start = ?, occurrence_end = ?, run_at = ?, provider = ?,
-                             meeting_url = ?, flags = ?, updated_at = ? WHERE id = ? AND state = 'scheduled'",
-        )
-        .bind(ts(spec.occurrence_start))
-        .bind(ts(spec.occurrence_end))
-        .bind(ts(spec.run_at))
-        .bind(&spec.provider)
-        .bind(&spec.meeting_url)
-        .bind(json(&spec.flags))
-        .bind(ts(now))
-        .bind(job_id)
-        .execute(&mut **self.0)
-        .await?;
+        self.0
+            .prepare_cached(
+                "UPDATE jobs SET occurrence_start = ?, occurrence_end = ?, run_at = ?, provider = ?,
+                                 meeting_url = ?, flags = ?, updated_at = ? WHERE id = ? AND state = 'scheduled'",
+            )?
+            .execute(params![
+                ts(spec.occurrence_start),
+                ts(spec.occurrence_end),
+                ts(spec.run_at),
+                spec.provider,
+                spec.meeting_url,
+                json(&spec.flags),
+                ts(now),
+                job_id
+            ])?;
         Ok(())
     }
 
     async fn update_link(&mut self, job_id: i64, key: &EventKey, spec: &JobSpec) -> Result<(), StoreError> {
-        sqlx::query("UPDATE job_links SET slot = ?, requesters = ? WHERE job_id = ? AND tenant = ? AND event_uid = ?")
-            .bind(slot_text(spec.slot))
-            .bind(json(&spec.requesters))
-            .bind(job_id)
-            .bind(&key.tenant)
-            .bind(&key.uid)
-            .execute(&mut **self.0)
-            .await?;
+        self.0
+            .prepare_cached(
+                "UPDATE job_links SET slot = ?, requesters = ? WHERE job_id = ? AND tenant = ? AND event_uid = ?",
+            )?
+            .execute(params![slot_text(spec.slot), json(&spec.requesters), job_id, key.tenant, key.uid])?;
         Ok(())
     }
 
     async fn delete_link(&mut self, job_id: i64, key: &EventKey) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM job_links WHERE job_id = ? AND tenant = ? AND event_uid = ?")
-            .bind(job_id)
-            .bind(&key.tenant)
-            .bind(&key.uid)
-            .execute(&mut **self.0)
-            .await?;
+        self.0
+            .prepare_cached("DELETE FROM job_links WHERE job_id = ? AND tenant = ? AND event_uid = ?")?
+            .execute(params![job_id, key.tenant, key.uid])?;
         Ok(())
     }
 
     async fn cancel_job(&mut self, job_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
         // Only a job still to run: one a recorder finished stays as it ended.
-        sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ? AND state IN ('scheduled', 'claimed')",
-        )
-        .bind(ts(now))
-        .bind(job_id)
-        .execute(&mut **self.0)
-        .await?;
+        self.0
+            .prepare_cached(
+                "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ? AND state IN ('scheduled', 'claimed')",
+            )?
+            .execute(params![ts(now), job_id])?;
         Ok(())
     }
 
     async fn link_requesters(&mut self, job_id: i64) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT requesters FROM job_links WHERE job_id = ? ORDER BY id")
-            .bind(job_id)
-            .fetch_all(&mut **self.0)
-            .await?)
+        let mut statement = self.0.prepare_cached("SELECT requesters FROM job_links WHERE job_id = ? ORDER BY id")?;
+        let rows = statement.query_map(params![job_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     async fn set_job_requesters(
@@ -833,12 +955,11 @@ impl JobOps for SqliteJobs<'_> {
         requesters: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET requesters = ?, updated_at = ? WHERE id = ?")
-            .bind(requesters)
-            .bind(ts(now))
-            .bind(job_id)
-            .execute(&mut **self.0)
-            .await?;
+        self.0.prepare_cached("UPDATE jobs SET requesters = ?, updated_at = ? WHERE id = ?")?.execute(params![
+            requesters,
+            ts(now),
+            job_id
+        ])?;
         Ok(())
     }
 }
@@ -847,18 +968,36 @@ impl JobOps for SqliteJobs<'_> {
 mod tests {
     use super::*;
 
-    /// `PRAGMA synchronous` on the write connection taken for `durability`, alone (`tx`
-    /// false) or as a transaction: 1 is NORMAL, 2 is FULL.
-    async fn synchronous(store: &SqliteStore, durability: Durability, tx: bool) -> i64 {
+    /// The three ways a writer holds the write connection.
+    #[derive(Debug, Clone, Copy)]
+    enum Via {
+        Conn,
+        Tx,
+        Direct,
+    }
+
+    /// `PRAGMA synchronous` on the write connection taken for `durability` through `via`:
+    /// 1 is NORMAL, 2 is FULL.
+    async fn synchronous(store: &SqliteStore, durability: Durability, via: Via) -> i64 {
         let query = sqlx::query_scalar("PRAGMA synchronous");
-        if tx {
-            let mut tx = store.write_tx(durability).await.expect("begin");
-            let level = query.fetch_one(&mut *tx).await.expect("pragma");
-            tx.commit().await.expect("commit");
-            level
-        } else {
-            let mut conn = store.write_conn(durability).await.expect("write connection");
-            query.fetch_one(&mut *conn).await.expect("pragma")
+        match via {
+            Via::Conn => {
+                let mut conn = store.write_conn(durability).await.expect("write connection");
+                query.fetch_one(&mut *conn).await.expect("pragma")
+            }
+            Via::Tx => {
+                let mut tx = store.write_tx(durability).await.expect("begin");
+                let level = query.fetch_one(&mut *tx).await.expect("pragma");
+                tx.commit().await.expect("commit");
+                level
+            }
+            Via::Direct => {
+                let mut writer = store.writer.lock().await;
+                let mut tx = store.direct_tx(&mut writer, durability).await.expect("begin");
+                let level = tx.conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma");
+                tx.commit().expect("commit");
+                level
+            }
         }
     }
 
@@ -874,12 +1013,13 @@ mod tests {
             Durability::Derived,
             Durability::Synced,
         ];
-        // Each order, once through transactions and once through the plain connection,
-        // then alternating between the two.
-        for (i, durability) in order.iter().chain(&order).chain(&order).enumerate() {
-            let tx = if i < order.len() * 2 { i < order.len() } else { i % 2 == 0 };
-            let want = if *durability == Durability::Synced { 2 } else { 1 };
-            assert_eq!(synchronous(&store, *durability, tx).await, want, "{durability:?}, transaction: {tx}");
+        // Each order through each way alone, then the three taking turns.
+        let vias = [Via::Tx, Via::Conn, Via::Direct];
+        let alone = vias.iter().flat_map(|via| order.iter().map(move |d| (*d, *via)));
+        let turns = order.iter().chain(&order).enumerate().map(|(i, d)| (*d, vias[i % vias.len()]));
+        for (durability, via) in alone.chain(turns) {
+            let want = if durability == Durability::Synced { 2 } else { 1 };
+            assert_eq!(synchronous(&store, durability, via).await, want, "{durability:?} via {via:?}");
         }
     }
 
@@ -905,6 +1045,60 @@ mod tests {
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&store.pool).await.expect("count");
         assert_eq!((kept.len(), count), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_direct_transaction_dropped_without_commit_is_rolled_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open");
+        let insert = "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES ('acme', ?, '', '2026-12-04')";
+        {
+            let mut writer = store.writer.lock().await;
+            let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin");
+            tx.conn().execute(insert, ["dropped"]).expect("insert");
+        }
+        // sqlx has the handle back, with no transaction left open on it...
+        let mut tx = store.write_tx(Durability::Derived).await.expect("begin after a dropped direct transaction");
+        sqlx::query(insert).bind("through sqlx").execute(&mut *tx).await.expect("insert");
+        tx.commit().await.expect("commit");
+        // ...and so has the next direct writer.
+        {
+            let mut writer = store.writer.lock().await;
+            let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin again");
+            tx.conn().execute(insert, ["direct"]).expect("insert");
+            tx.commit().expect("commit");
+        }
+        let uids: Vec<String> =
+            sqlx::query_scalar("SELECT uid FROM events ORDER BY id").fetch_all(&store.pool).await.expect("uids");
+        assert_eq!(uids, ["through sqlx", "direct"]);
+    }
+
+    /// On a single-threaded runtime, as the daemon's tests run: a `BEGIN` that slept in
+    /// SQLite's busy handler would hold the only thread, and the other writer could never
+    /// commit.
+    #[tokio::test]
+    async fn a_direct_transaction_waits_for_another_process_without_blocking_the_runtime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let store = SqliteStore::open(&url).await.expect("open");
+        let other = SqliteStore::open(&url).await.expect("open a second time, as another process would");
+        let insert = "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES ('acme', ?, '', '2026-12-04')";
+        let mut held = other.write_tx(Durability::Synced).await.expect("the other writer begins");
+        sqlx::query(insert).bind("other").execute(&mut *held).await.expect("insert");
+        let other_commits = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            held.commit().await.expect("the other writer commits");
+        };
+        let direct = async {
+            let mut writer = store.writer.lock().await;
+            let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin once the file is free");
+            tx.conn().execute(insert, ["direct"]).expect("insert");
+            tx.commit().expect("commit");
+        };
+        tokio::join!(other_commits, direct);
+        let uids: Vec<String> =
+            sqlx::query_scalar("SELECT uid FROM events ORDER BY id").fetch_all(&store.pool).await.expect("uids");
+        assert_eq!(uids, ["other", "direct"]);
     }
 
     #[tokio::test]
