@@ -154,3 +154,31 @@ async fn periodic_work_runs_on_one_daemon_at_a_time() {
     }
     db.drop_now().await;
 }
+
+/// SQLSTATEs raised by a real server. Several "try again" ones are all digits (40001,
+/// 08006, 53300), which must not be read as SQLite's numeric codes.
+#[tokio::test]
+async fn postgres_errors_worth_retrying_are_transient() {
+    use sqlx::Connection;
+    let admin = common::pg_admin_url();
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) => return common::skip_or_fail(&format!("no PostgreSQL at {admin}: {e}")),
+    };
+    let cases = [
+        ("40001", true),
+        ("40P01", true),
+        ("08006", true),
+        ("53300", true),
+        ("57P01", true),
+        ("23505", false),
+        ("22012", false),
+        ("42P01", false),
+    ];
+    for (sqlstate, transient) in cases {
+        let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{sqlstate}'; END $$");
+        let e = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.expect_err("raised");
+        let e = store::StoreError::from(e);
+        assert_eq!(e.is_transient(), transient, "{sqlstate}: {e}");
+    }
+}

@@ -82,7 +82,14 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         let transient = match &e {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-            sqlx::Error::Database(d) => d.code().is_some_and(|c| transient_code(&c)),
+            sqlx::Error::Database(d) => match d.code() {
+                // SQLite's codes are numbers, and so are some of PostgreSQL's SQLSTATEs.
+                Some(code) if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+                    code.parse().is_ok_and(sqlite_transient)
+                }
+                Some(sqlstate) => postgres_transient(&sqlstate),
+                None => false,
+            },
             _ => false,
         };
         if transient {
@@ -96,7 +103,7 @@ impl From<sqlx::Error> for StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         let transient = match &e {
-            rusqlite::Error::SqliteFailure(f, _) => transient_code(&f.extended_code.to_string()),
+            rusqlite::Error::SqliteFailure(f, _) => sqlite_transient(f.extended_code.into()),
             _ => false,
         };
         if transient {
@@ -107,17 +114,18 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// Whether a database error code means "try again": SQLite primary result codes (extended
-/// codes carry them in the low byte) BUSY, LOCKED, IOERR, FULL, CANTOPEN; PostgreSQL
-/// SQLSTATEs for serialization failure, deadlock, lock not available, shutdown,
-/// connection trouble and insufficient resources.
-fn transient_code(code: &str) -> bool {
-    if let Ok(sqlite) = code.parse::<i64>() {
-        return matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14);
-    }
-    matches!(code, "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03")
-        || code.starts_with("08")
-        || code.starts_with("53")
+/// Whether a SQLite result code means "try again": the primary codes (extended codes carry
+/// them in the low byte) BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+fn sqlite_transient(code: i64) -> bool {
+    matches!(code & 0xff, 5 | 6 | 10 | 13 | 14)
+}
+
+/// Whether a PostgreSQL SQLSTATE means "try again": serialization failure, deadlock, lock
+/// not available, shutdown, connection trouble, insufficient resources.
+fn postgres_transient(sqlstate: &str) -> bool {
+    matches!(sqlstate, "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03")
+        || sqlstate.starts_with("08")
+        || sqlstate.starts_with("53")
 }
 
 /// Where a message came from.
@@ -502,4 +510,44 @@ pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("bad time {s:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+
+    use super::StoreError;
+
+    /// Real SQLite errors, through sqlx and through rusqlite: a file locked by another
+    /// connection is worth trying again, a broken constraint is not.
+    #[tokio::test]
+    async fn sqlite_busy_is_transient_and_a_constraint_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .expect("url")
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::ZERO);
+        let mut holder = options.connect().await.expect("connect");
+        sqlx::raw_sql("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1); BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .expect("hold the write lock");
+
+        let mut other = options.connect().await.expect("connect");
+        let busy = StoreError::from(sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.expect_err("busy"));
+        let constraint =
+            StoreError::from(sqlx::query("INSERT INTO t VALUES (1)").execute(&mut holder).await.expect_err("unique"));
+        assert_eq!((busy.is_transient(), constraint.is_transient()), (true, false), "{busy}; {constraint}");
+
+        let direct = rusqlite::Connection::open(&path).expect("open");
+        direct.busy_timeout(std::time::Duration::ZERO).expect("no busy handler");
+        let busy = StoreError::from(direct.execute_batch("BEGIN IMMEDIATE").expect_err("busy"));
+        holder.close().await.expect("close");
+        let constraint = StoreError::from(direct.execute("INSERT INTO t VALUES (1)", []).expect_err("unique"));
+        assert_eq!((busy.is_transient(), constraint.is_transient()), (true, false), "{busy}; {constraint}");
+    }
 }
