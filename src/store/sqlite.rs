@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::config::DbConfig;
 use rusqlite::{params, OptionalExtension};
 use sqlx::sqlite::{
     LockedSqliteHandle, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -85,6 +86,14 @@ impl Writer {
             // only inside a `DirectTx`, which holds sqlx's thread off the handle.
             unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?
         };
+        // Every statement of a record stays prepared between calls...
+        direct.set_prepared_statement_cache_capacity(32);
+        // ...and is not prepared again because other values were bound to it. SQLite may
+        // re-plan a statement for the values bound (LIKE patterns, partial indexes, STAT4
+        // samples: none of which these statements use), and on this handle it prepared
+        // `load_history`'s again on every call. The query planner stability guarantee
+        // keeps the first plan.
+        direct.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         Ok(Writer { direct, sqlx })
     }
 }
@@ -732,12 +741,8 @@ fn insert_version(
     Ok((id, false))
 }
 
-/// Everything about the (tenant, UID) of `key`: all its RECURRENCE-IDs, requesters and jobs.
-/// One statement, each list a JSON array.
-fn load_history(conn: &rusqlite::Connection, key: &EventKey) -> Result<EventHistory, StoreError> {
-    let (versions, requesters, jobs, declined, finished): (String, String, String, String, String) = conn
-        .prepare_cached(
-            "SELECT
+/// The statement of [`load_history`]: one statement, each list a JSON array.
+const LOAD_HISTORY: &str = "SELECT
            (SELECT json_group_array(json_array(v.id, v.data, v.received_at) ORDER BY v.id)
               FROM event_versions v JOIN events e ON e.id = v.event_id WHERE e.tenant = ?1 AND e.uid = ?2),
            (SELECT json_group_array(json_array(requester, authenticated) ORDER BY first)
@@ -751,8 +756,12 @@ fn load_history(conn: &rusqlite::Connection, key: &EventKey) -> Result<EventHist
            (SELECT json_group_array(slot) FROM consent_declines WHERE tenant = ?1 AND event_uid = ?2),
            (SELECT json_group_array(json_array(l.slot, j.kind, j.occurrence_start, j.meeting_url))
               FROM job_links l JOIN jobs j ON j.id = l.job_id
-             WHERE l.tenant = ?1 AND l.event_uid = ?2 AND j.state IN ('done', 'failed'))",
-        )?
+             WHERE l.tenant = ?1 AND l.event_uid = ?2 AND j.state IN ('done', 'failed'))";
+
+/// Everything about the (tenant, UID) of `key`: all its RECURRENCE-IDs, requesters and jobs.
+fn load_history(conn: &rusqlite::Connection, key: &EventKey) -> Result<EventHistory, StoreError> {
+    let (versions, requesters, jobs, declined, finished): (String, String, String, String, String) = conn
+        .prepare_cached(LOAD_HISTORY)?
         .query_row(params![key.tenant, key.uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
     let versions = from_json::<Vec<(i64, String, String)>>(&versions)?
         .into_iter()
@@ -1099,6 +1108,19 @@ mod tests {
         let uids: Vec<String> =
             sqlx::query_scalar("SELECT uid FROM events ORDER BY id").fetch_all(&store.pool).await.expect("uids");
         assert_eq!(uids, ["other", "direct"]);
+    }
+
+    /// A record's statements are prepared once, whatever values later calls bind.
+    #[tokio::test]
+    async fn the_history_statement_is_prepared_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open");
+        for uid in ["a", "b", "a"] {
+            store.replan("acme", uid, Utc::now(), &|_| Vec::new()).await.expect("replan");
+        }
+        let writer = store.writer.lock().await;
+        let statement = writer.direct.prepare_cached(LOAD_HISTORY).expect("cached");
+        assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
     #[tokio::test]
