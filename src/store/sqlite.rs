@@ -79,13 +79,13 @@ pub(super) struct Writer {
 
 impl Writer {
     async fn new(mut sqlx: SqliteConnection) -> Result<Writer, StoreError> {
-        let direct = {
-            let mut handle = sqlx.lock_handle().await?;
-            // SAFETY: the handle stays open as long as `sqlx` (dropped after `direct`), a
-            // connection made by `from_handle` never closes it, and `direct` runs statements
-            // only inside a `DirectTx`, which holds sqlx's thread off the handle.
-            unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?
-        };
+        let mut handle = sqlx.lock_handle().await?;
+        // SAFETY: the handle stays open as long as `sqlx` (dropped after `direct`), a
+        // connection made by `from_handle` never closes it, and `direct` runs statements
+        // only while sqlx's thread is held off the handle: here, and inside a `DirectTx`.
+        // Dropping it finalizes its cached statements without that, which the serialized
+        // handle (see `open`) keeps from running inside a call of sqlx's thread.
+        let direct = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
         // Every statement of a record stays prepared between calls...
         direct.set_prepared_statement_cache_capacity(32);
         // ...and is not prepared again because other values were bound to it. SQLite may
@@ -94,6 +94,7 @@ impl Writer {
         // `load_history`'s again on every call. The query planner stability guarantee
         // keeps the first plan.
         direct.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        drop(handle);
         Ok(Writer { direct, sqlx })
     }
 }
@@ -239,7 +240,11 @@ impl SqliteStore {
         if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir(dir)?;
         }
-        let mut writer = options.connect().await.map_err(|e| StoreError::Unavailable(e.into()))?;
+        // Serialized (SQLite's own mutex around each call on the handle): the rusqlite side
+        // of the write connection finalizes its statements when it is dropped, and sqlx's
+        // thread may then still be running a statement that a cancelled writer left.
+        let mut writer =
+            options.clone().serialized(true).connect().await.map_err(|e| StoreError::Unavailable(e.into()))?;
         MIGRATOR.run(&mut writer).await?;
         let writer = Arc::new(Mutex::new(Writer::new(writer).await?));
         // No ping before each read: a connection to a local file does not go stale.
