@@ -75,6 +75,8 @@ pub(super) struct Writer {
     /// cached statements are finalized before sqlx closes the handle.
     direct: rusqlite::Connection,
     sqlx: SqliteConnection,
+    /// The handle's `wal_autocheckpoint`, which a [`DirectTx`] commit lifts for itself.
+    wal_autocheckpoint: i64,
 }
 
 impl Writer {
@@ -94,8 +96,9 @@ impl Writer {
         // `load_history`'s again on every call. The query planner stability guarantee
         // keeps the first plan.
         direct.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        let wal_autocheckpoint = direct.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?;
         drop(handle);
-        Ok(Writer { direct, sqlx })
+        Ok(Writer { direct, sqlx, wal_autocheckpoint })
     }
 }
 
@@ -122,6 +125,7 @@ impl DerefMut for WriteConn {
 pub(super) struct DirectTx<'w> {
     conn: &'w mut rusqlite::Connection,
     open: bool,
+    wal_autocheckpoint: i64,
     /// Dropped after the rollback in `drop`.
     _handle: LockedSqliteHandle<'w>,
 }
@@ -131,10 +135,20 @@ impl DirectTx<'_> {
         self.conn
     }
 
+    /// Commits without checkpointing: a commit that takes the WAL past its checkpoint mark
+    /// would copy it into the database file and sync both right here, on a runtime thread.
+    /// The next commit through sqlx (every processing batch ends with one) does it on
+    /// sqlx's thread instead.
     pub(super) fn commit(mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("COMMIT")?;
-        self.open = false;
-        Ok(())
+        self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        let committed = self.conn.execute_batch("COMMIT");
+        self.open = committed.is_err();
+        let restore = format!("PRAGMA wal_autocheckpoint = {}", self.wal_autocheckpoint);
+        if let Err(e) = self.conn.execute_batch(&restore) {
+            // The commit stands, but the WAL is not checkpointed on its own any more.
+            tracing::warn!(error = %e, "wal_autocheckpoint not restored after a direct commit");
+        }
+        Ok(committed?)
     }
 }
 
@@ -297,7 +311,7 @@ impl SqliteStore {
         writer: &'w mut Writer,
         durability: Durability,
     ) -> Result<DirectTx<'w>, StoreError> {
-        let Writer { direct, sqlx } = writer;
+        let Writer { direct, sqlx, wal_autocheckpoint } = writer;
         let change = self.change_synchronous(durability);
         let begin = if change { durability.pragma_and_begin() } else { "BEGIN IMMEDIATE" };
         let handle = sqlx.lock_handle().await?;
@@ -318,7 +332,7 @@ impl SqliteStore {
         if change {
             self.writer_synchronous.store(durability.code(), Ordering::Release);
         }
-        Ok(DirectTx { conn: direct, open: true, _handle: handle })
+        Ok(DirectTx { conn: direct, open: true, wal_autocheckpoint: *wal_autocheckpoint, _handle: handle })
     }
 
     /// Whether the held write connection must be set to `durability`: not when the last
@@ -1126,6 +1140,37 @@ mod tests {
         let writer = store.writer.lock().await;
         let statement = writer.direct.prepare_cached(LOAD_HISTORY).expect("cached");
         assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    /// Checkpointing copies the WAL into the database file, so the file's length tells
+    /// whether a commit checkpointed.
+    #[tokio::test]
+    async fn a_direct_commit_leaves_checkpointing_to_sqlx() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.expect("open");
+        // A mark of one page: every commit is past it.
+        store.writer.lock().await.wal_autocheckpoint = 1;
+        let mut conn = store.write_conn(Durability::Synced).await.expect("write connection");
+        sqlx::query("PRAGMA wal_autocheckpoint = 1").execute(&mut *conn).await.expect("pragma");
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *conn).await.expect("checkpoint");
+        drop(conn);
+        let length = || std::fs::metadata(&path).expect("database file").len();
+        let insert = "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES ('acme', ?, '', '2026-12-04')";
+        let before = length();
+        {
+            let mut writer = store.writer.lock().await;
+            let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin");
+            for i in 0..200 {
+                tx.conn().execute(insert, [format!("{i:0>500}")]).expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        assert_eq!(length(), before, "the direct commit checkpointed");
+        let mut tx = store.write_tx(Durability::Derived).await.expect("begin");
+        sqlx::query(insert).bind("through sqlx").execute(&mut *tx).await.expect("insert");
+        tx.commit().await.expect("commit");
+        assert!(length() > before, "the next commit through sqlx did not checkpoint");
     }
 
     #[tokio::test]
