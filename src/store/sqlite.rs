@@ -5,8 +5,8 @@
 //! busy handler, which sleeps and retries while another connection holds the lock. The
 //! write connection is not pooled: a pool pings a connection each time it is given back,
 //! one more round trip to the connection's thread on every write, which the next writer
-//! waits for. Recording an event, a dozen statements, skips those round trips altogether:
-//! it runs them on the caller's thread, on the same SQLite handle ([`Writer`]).
+//! waits for. Recording an event, a dozen statements, makes one such hand-over instead of
+//! a dozen: it runs them on the caller's thread, on the same SQLite handle ([`Writer`]).
 //!
 //! Each write says how durable it must be ([`Durability`]). What the daemon acknowledges
 //! or hands out — a spooled message, an IMAP batch and its last UID, a job a recorder
@@ -77,6 +77,9 @@ pub(super) struct Writer {
     sqlx: SqliteConnection,
     /// The handle's `wal_autocheckpoint`, which a [`DirectTx`] commit lifts for itself.
     wal_autocheckpoint: i64,
+    /// A [`DirectTx`] could not be rolled back and left its transaction open on the handle:
+    /// the next writer rolls it back first ([`SqliteStore::close_left_open`]).
+    left_open: bool,
 }
 
 impl Writer {
@@ -98,7 +101,7 @@ impl Writer {
         direct.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         let wal_autocheckpoint = direct.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?;
         drop(handle);
-        Ok(Writer { direct, sqlx, wal_autocheckpoint })
+        Ok(Writer { direct, sqlx, wal_autocheckpoint, left_open: false })
     }
 }
 
@@ -126,6 +129,7 @@ pub(super) struct DirectTx<'w> {
     conn: &'w mut rusqlite::Connection,
     open: bool,
     wal_autocheckpoint: i64,
+    left_open: &'w mut bool,
     /// Dropped after the rollback in `drop`.
     _handle: LockedSqliteHandle<'w>,
 }
@@ -155,11 +159,11 @@ impl DirectTx<'_> {
 impl Drop for DirectTx<'_> {
     fn drop(&mut self) {
         if self.open {
-            // A failed rollback leaves the transaction open: the next BEGIN then fails
-            // ("cannot start a transaction within a transaction"), so nothing is written
-            // under the wrong transaction; SQLite rolls back on its own after most errors.
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::warn!(error = %e, "rollback of a dropped write transaction failed");
+                // Left open, the transaction would take in the next writer's statements
+                // and keep the file locked.
+                *self.left_open = !self.conn.is_autocommit();
+                tracing::error!(error = %e, left_open = *self.left_open, "rollback of a dropped write transaction failed");
             }
         }
     }
@@ -278,6 +282,7 @@ impl SqliteStore {
     /// while it is being changed, so a failed change is made again next time.
     pub(super) async fn write_conn(&self, durability: Durability) -> Result<WriteConn, StoreError> {
         let mut conn = WriteConn(self.writer.clone().lock_owned().await);
+        Self::close_left_open(&mut conn.0).await?;
         if self.change_synchronous(durability) {
             sqlx::query(durability.pragma()).execute(&mut *conn).await?;
             self.writer_synchronous.store(durability.code(), Ordering::Release);
@@ -290,6 +295,7 @@ impl SqliteStore {
     /// `synchronous` goes in the same round trip as the `BEGIN`.
     pub(super) async fn write_tx(&self, durability: Durability) -> Result<WriteTx, StoreError> {
         let mut conn = WriteConn(self.writer.clone().lock_owned().await);
+        Self::close_left_open(&mut conn.0).await?;
         if self.change_synchronous(durability) {
             Manager::begin(&mut conn, Some(durability.pragma_and_begin().into_sql_str())).await?;
             self.writer_synchronous.store(durability.code(), Ordering::Release);
@@ -311,7 +317,8 @@ impl SqliteStore {
         writer: &'w mut Writer,
         durability: Durability,
     ) -> Result<DirectTx<'w>, StoreError> {
-        let Writer { direct, sqlx, wal_autocheckpoint } = writer;
+        Self::close_left_open(writer).await?;
+        let Writer { direct, sqlx, wal_autocheckpoint, left_open } = writer;
         let change = self.change_synchronous(durability);
         let begin = if change { durability.pragma_and_begin() } else { "BEGIN IMMEDIATE" };
         let handle = sqlx.lock_handle().await?;
@@ -332,7 +339,19 @@ impl SqliteStore {
         if change {
             self.writer_synchronous.store(durability.code(), Ordering::Release);
         }
-        Ok(DirectTx { conn: direct, open: true, wal_autocheckpoint: *wal_autocheckpoint, _handle: handle })
+        Ok(DirectTx { conn: direct, open: true, wal_autocheckpoint: *wal_autocheckpoint, left_open, _handle: handle })
+    }
+
+    /// Rolls back the transaction a [`DirectTx`] left open on the write connection, if one
+    /// did, before a writer uses it; the writer fails (as the store being unavailable)
+    /// while that fails.
+    async fn close_left_open(writer: &mut Writer) -> Result<(), StoreError> {
+        if writer.left_open {
+            sqlx::raw_sql("ROLLBACK").execute(&mut writer.sqlx).await.map_err(|e| StoreError::Unavailable(e.into()))?;
+            writer.left_open = false;
+            tracing::warn!("a write transaction left open was rolled back");
+        }
+        Ok(())
     }
 
     /// Whether the held write connection must be set to `durability`: not when the last
@@ -1101,6 +1120,60 @@ mod tests {
         assert_eq!(uids, ["through sqlx", "direct"]);
     }
 
+    /// A transaction a failed rollback left open is rolled back before the next writer runs
+    /// anything, whichever way that writer holds the connection.
+    #[tokio::test]
+    async fn a_transaction_left_open_is_rolled_back_for_the_next_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open");
+        let insert = "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES ('acme', ?, '', '2026-12-04')";
+        async fn leave_open(store: &SqliteStore, insert: &str, uid: &str) {
+            let mut writer = store.writer.lock().await;
+            let Writer { direct, sqlx, left_open, .. } = &mut *writer;
+            let _handle = sqlx.lock_handle().await.expect("lock the handle");
+            direct.execute_batch("BEGIN IMMEDIATE").expect("begin");
+            direct.execute(insert, [uid]).expect("insert");
+            *left_open = true;
+        }
+        leave_open(&store, insert, "left open").await;
+        let mut conn = store.write_conn(Durability::Synced).await.expect("write connection");
+        sqlx::query(insert).bind("plain").execute(&mut *conn).await.expect("insert");
+        drop(conn);
+        leave_open(&store, insert, "left open again").await;
+        let mut writer = store.writer.lock().await;
+        let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin");
+        tx.conn().execute(insert, ["direct"]).expect("insert");
+        tx.commit().expect("commit");
+        drop(writer);
+        let uids: Vec<String> =
+            sqlx::query_scalar("SELECT uid FROM events ORDER BY id").fetch_all(&store.pool).await.expect("uids");
+        assert_eq!(uids, ["plain", "direct"]);
+    }
+
+    /// A panic while a record's transaction is open (hostile mail reaching a bug in the
+    /// decision) rolls it back and leaves the store to the next writer.
+    #[tokio::test]
+    async fn a_panic_inside_a_direct_transaction_rolls_it_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open"));
+        let panicking = Arc::clone(&store);
+        let panicked = tokio::spawn(async move {
+            panicking
+                .replan("acme", "uid", Utc::now(), &|_| {
+                    panic!("planning failed");
+                })
+                .await
+        })
+        .await;
+        assert!(panicked.is_err_and(|e| e.is_panic()));
+        store.replan("acme", "uid", Utc::now(), &|_| Vec::new()).await.expect("replan after the panic");
+        let mut writer = store.writer.lock().await;
+        let Writer { direct, sqlx, .. } = &mut *writer;
+        let _handle = sqlx.lock_handle().await.expect("lock the handle");
+        assert!(direct.is_autocommit(), "a transaction is still open");
+    }
+
     /// On a single-threaded runtime, as the daemon's tests run: a `BEGIN` that slept in
     /// SQLite's busy handler would hold the only thread, and the other writer could never
     /// commit.
@@ -1137,8 +1210,10 @@ mod tests {
         for uid in ["a", "b", "a"] {
             store.replan("acme", uid, Utc::now(), &|_| Vec::new()).await.expect("replan");
         }
-        let writer = store.writer.lock().await;
-        let statement = writer.direct.prepare_cached(LOAD_HISTORY).expect("cached");
+        let mut writer = store.writer.lock().await;
+        let Writer { direct, sqlx, .. } = &mut *writer;
+        let _handle = sqlx.lock_handle().await.expect("lock the handle");
+        let statement = direct.prepare_cached(LOAD_HISTORY).expect("cached");
         assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
