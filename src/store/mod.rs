@@ -41,23 +41,13 @@ pub enum StoreError {
     #[error("unsupported store url {:?}: expected sqlite://PATH or postgres://USER@HOST/DB", crate::config::mask_url(.0))]
     UnsupportedUrl(String),
     #[error("store unavailable: {0}")]
-    Unavailable(#[source] DbError),
+    Unavailable(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
-    Database(#[source] DbError),
-}
-
-/// An error from the database driver: sqlx, or rusqlite for the statements SQLite's write
-/// connection runs on its own handle (see `sqlite.rs`).
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error(transparent)]
-    Sqlx(#[from] sqlx::Error),
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
+    Database(#[source] sqlx::Error),
 }
 
 impl StoreError {
@@ -93,23 +83,9 @@ impl From<sqlx::Error> for StoreError {
             _ => false,
         };
         if transient {
-            StoreError::Unavailable(e.into())
+            StoreError::Unavailable(e)
         } else {
-            StoreError::Database(e.into())
-        }
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        let transient = match &e {
-            rusqlite::Error::SqliteFailure(f, _) => sqlite_transient(f.extended_code.into()),
-            _ => false,
-        };
-        if transient {
-            StoreError::Unavailable(e.into())
-        } else {
-            StoreError::Database(e.into())
+            StoreError::Database(e)
         }
     }
 }
@@ -517,17 +493,16 @@ mod tests {
     use std::str::FromStr;
 
     use sqlx::sqlite::SqliteConnectOptions;
-    use sqlx::{ConnectOptions, Connection};
+    use sqlx::ConnectOptions;
 
     use super::StoreError;
 
-    /// Real SQLite errors, through sqlx and through rusqlite: a file locked by another
-    /// connection is worth trying again, a broken constraint is not.
+    /// Real SQLite errors: a file locked by another connection is worth trying again, a
+    /// broken constraint is not.
     #[tokio::test]
     async fn sqlite_busy_is_transient_and_a_constraint_is_not() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.db");
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}/t.db", dir.path().display()))
             .expect("url")
             .create_if_missing(true)
             .busy_timeout(std::time::Duration::ZERO);
@@ -541,13 +516,6 @@ mod tests {
         let busy = StoreError::from(sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.expect_err("busy"));
         let constraint =
             StoreError::from(sqlx::query("INSERT INTO t VALUES (1)").execute(&mut holder).await.expect_err("unique"));
-        assert_eq!((busy.is_transient(), constraint.is_transient()), (true, false), "{busy}; {constraint}");
-
-        let direct = rusqlite::Connection::open(&path).expect("open");
-        direct.busy_timeout(std::time::Duration::ZERO).expect("no busy handler");
-        let busy = StoreError::from(direct.execute_batch("BEGIN IMMEDIATE").expect_err("busy"));
-        holder.close().await.expect("close");
-        let constraint = StoreError::from(direct.execute("INSERT INTO t VALUES (1)", []).expect_err("unique"));
         assert_eq!((busy.is_transient(), constraint.is_transient()), (true, false), "{busy}; {constraint}");
     }
 }

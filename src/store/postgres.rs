@@ -35,7 +35,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
-            .map_err(|e| StoreError::Unavailable(e.into()))?;
+            .map_err(StoreError::Unavailable)?;
         MIGRATOR.run(&pool).await?;
         Ok(PgStore { pool })
     }

@@ -79,7 +79,7 @@ impl MailboxStore for PgStore {
 
     async fn try_lease_mailbox(&self, mailbox: &str) -> Result<Option<Box<dyn MailboxLease>>, StoreError> {
         let options = self.pool.connect_options();
-        let mut conn = PgConnection::connect_with(&options).await.map_err(|e| StoreError::Unavailable(e.into()))?;
+        let mut conn = PgConnection::connect_with(&options).await.map_err(StoreError::Unavailable)?;
         let sql = "SELECT pg_try_advisory_lock(hashtextextended('invited-mailbox' || chr(31) || $1, 0))";
         let held: bool = sqlx::query_scalar(sql).bind(mailbox).fetch_one(&mut conn).await?;
         if held {

@@ -5,8 +5,7 @@
 //! busy handler, which sleeps and retries while another connection holds the lock. The
 //! write connection is not pooled: a pool pings a connection each time it is given back,
 //! one more round trip to the connection's thread on every write, which the next writer
-//! waits for. Recording an event, a dozen statements, makes one such hand-over instead of
-//! a dozen: it runs them on the caller's thread, on the same SQLite handle ([`Writer`]).
+//! waits for.
 //!
 //! Each write says how durable it must be ([`Durability`]). What the daemon acknowledges
 //! or hands out — a spooled message, an IMAP batch and its last UID, a job a recorder
@@ -26,15 +25,12 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::config::DbConfig;
-use rusqlite::{params, OptionalExtension};
 use sqlx::sqlite::{
-    LockedSqliteHandle, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Database, QueryBuilder, SqlSafeStr, Sqlite};
 use sqlx_core::transaction::TransactionManager;
@@ -56,118 +52,14 @@ pub struct SqliteStore {
     /// Reads; opened read-only.
     pub(super) pool: SqlitePool,
     /// The one connection that writes; writers wait their turn for it.
-    writer: Arc<Mutex<Writer>>,
+    writer: Arc<Mutex<SqliteConnection>>,
     /// The `synchronous` setting last made on the write connection ([`Durability::code`]),
     /// so that a write at the same level needs no `PRAGMA` round trip; 0 when unknown.
     writer_synchronous: AtomicU8,
 }
 
-/// How long a statement waits for a lock another process holds on the file.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The write connection, seen two ways. sqlx runs each statement on a thread of its own,
-/// and every statement is a hand-over to that thread and back: tens of microseconds on a
-/// busy machine, more than most statements take. Recording an event runs a dozen, so it
-/// runs them on the caller's thread instead, through rusqlite on the same SQLite handle,
-/// while sqlx's thread is locked out of it ([`DirectTx`]); everything else goes through sqlx.
-pub(super) struct Writer {
-    /// Used only while sqlx's thread is locked out. Declared first to be dropped first: its
-    /// cached statements are finalized before sqlx closes the handle.
-    direct: rusqlite::Connection,
-    sqlx: SqliteConnection,
-    /// The handle's `wal_autocheckpoint`, which a [`DirectTx`] commit lifts for itself.
-    wal_autocheckpoint: i64,
-    /// A [`DirectTx`] could not be rolled back and left its transaction open on the handle:
-    /// the next writer rolls it back first ([`SqliteStore::close_left_open`]).
-    left_open: bool,
-}
-
-impl Writer {
-    async fn new(mut sqlx: SqliteConnection) -> Result<Writer, StoreError> {
-        let mut handle = sqlx.lock_handle().await?;
-        // SAFETY: the handle stays open as long as `sqlx` (dropped after `direct`), a
-        // connection made by `from_handle` never closes it, and `direct` runs statements
-        // only while sqlx's thread is held off the handle: here, and inside a `DirectTx`.
-        // Dropping it finalizes its cached statements without that, which the serialized
-        // handle (see `open`) keeps from running inside a call of sqlx's thread.
-        let direct = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-        // Every statement of a record stays prepared between calls...
-        direct.set_prepared_statement_cache_capacity(32);
-        // ...and is not prepared again because other values were bound to it. SQLite may
-        // re-plan a statement for the values bound (LIKE patterns, partial indexes, STAT4
-        // samples: none of which these statements use), and on this handle it prepared
-        // `load_history`'s again on every call. The query planner stability guarantee
-        // keeps the first plan.
-        direct.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-        let wal_autocheckpoint = direct.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?;
-        drop(handle);
-        Ok(Writer { direct, sqlx, wal_autocheckpoint, left_open: false })
-    }
-}
-
-/// The write connection, held by one writer; it runs sqlx statements.
-pub(super) struct WriteConn(OwnedMutexGuard<Writer>);
-
-impl Deref for WriteConn {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        &self.0.sqlx
-    }
-}
-
-impl DerefMut for WriteConn {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.0.sqlx
-    }
-}
-
-/// A write transaction (`BEGIN IMMEDIATE`) run on the caller's thread, straight on the
-/// write connection's SQLite handle; sqlx's thread is kept off the handle until it is
-/// dropped. Dropped without [`commit`](DirectTx::commit), it is rolled back.
-pub(super) struct DirectTx<'w> {
-    conn: &'w mut rusqlite::Connection,
-    open: bool,
-    wal_autocheckpoint: i64,
-    left_open: &'w mut bool,
-    /// Dropped after the rollback in `drop`.
-    _handle: LockedSqliteHandle<'w>,
-}
-
-impl DirectTx<'_> {
-    pub(super) fn conn(&mut self) -> &mut rusqlite::Connection {
-        self.conn
-    }
-
-    /// Commits without checkpointing: a commit that takes the WAL past its checkpoint mark
-    /// would copy it into the database file and sync both right here, on a runtime thread.
-    /// The next commit through sqlx (every processing batch ends with one) does it on
-    /// sqlx's thread instead.
-    pub(super) fn commit(mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-        let committed = self.conn.execute_batch("COMMIT");
-        self.open = committed.is_err();
-        let restore = format!("PRAGMA wal_autocheckpoint = {}", self.wal_autocheckpoint);
-        if let Err(e) = self.conn.execute_batch(&restore) {
-            // The commit stands, but the WAL is not checkpointed on its own any more.
-            tracing::warn!(error = %e, "wal_autocheckpoint not restored after a direct commit");
-        }
-        Ok(committed?)
-    }
-}
-
-impl Drop for DirectTx<'_> {
-    fn drop(&mut self) {
-        if self.open {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                // Left open, the transaction would take in the next writer's statements
-                // and keep the file locked.
-                *self.left_open = !self.conn.is_autocommit();
-                tracing::error!(error = %e, left_open = *self.left_open, "rollback of a dropped write transaction failed");
-            }
-        }
-    }
-}
+/// The write connection, held by one writer.
+pub(super) type WriteConn = OwnedMutexGuard<SqliteConnection>;
 
 /// A write transaction (`BEGIN IMMEDIATE`) on the write connection. Dropped without
 /// [`commit`](WriteTx::commit), it is rolled back before the connection runs anything else.
@@ -249,7 +141,7 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
+            .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         if is_in_memory(url) {
             // Each connection would get a database of its own.
@@ -258,13 +150,9 @@ impl SqliteStore {
         if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir(dir)?;
         }
-        // Serialized (SQLite's own mutex around each call on the handle): the rusqlite side
-        // of the write connection finalizes its statements when it is dropped, and sqlx's
-        // thread may then still be running a statement that a cancelled writer left.
-        let mut writer =
-            options.clone().serialized(true).connect().await.map_err(|e| StoreError::Unavailable(e.into()))?;
+        let mut writer = options.connect().await.map_err(StoreError::Unavailable)?;
         MIGRATOR.run(&mut writer).await?;
-        let writer = Arc::new(Mutex::new(Writer::new(writer).await?));
+        let writer = Arc::new(Mutex::new(writer));
         // No ping before each read: a connection to a local file does not go stale.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -272,7 +160,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.create_if_missing(false).read_only(true))
             .await
-            .map_err(|e| StoreError::Unavailable(e.into()))?;
+            .map_err(StoreError::Unavailable)?;
         Ok(SqliteStore { pool, writer, writer_synchronous: AtomicU8::new(0) })
     }
 
@@ -281,8 +169,7 @@ impl SqliteStore {
     /// The setting is skipped when the last one made was the same; it is marked unknown
     /// while it is being changed, so a failed change is made again next time.
     pub(super) async fn write_conn(&self, durability: Durability) -> Result<WriteConn, StoreError> {
-        let mut conn = WriteConn(self.writer.clone().lock_owned().await);
-        Self::close_left_open(&mut conn.0).await?;
+        let mut conn = self.writer.clone().lock_owned().await;
         if self.change_synchronous(durability) {
             sqlx::query(durability.pragma()).execute(&mut *conn).await?;
             self.writer_synchronous.store(durability.code(), Ordering::Release);
@@ -294,8 +181,7 @@ impl SqliteStore {
     /// history and writing the outcome cannot interleave with another writer. A change of
     /// `synchronous` goes in the same round trip as the `BEGIN`.
     pub(super) async fn write_tx(&self, durability: Durability) -> Result<WriteTx, StoreError> {
-        let mut conn = WriteConn(self.writer.clone().lock_owned().await);
-        Self::close_left_open(&mut conn.0).await?;
+        let mut conn = self.writer.clone().lock_owned().await;
         if self.change_synchronous(durability) {
             Manager::begin(&mut conn, Some(durability.pragma_and_begin().into_sql_str())).await?;
             self.writer_synchronous.store(durability.code(), Ordering::Release);
@@ -303,55 +189,6 @@ impl SqliteStore {
             Manager::begin(&mut conn, Some("BEGIN IMMEDIATE".into_sql_str())).await?;
         }
         Ok(WriteTx { conn, open: true })
-    }
-
-    /// A [`DirectTx`] on `writer` (the write connection, locked by the caller).
-    ///
-    /// `BEGIN IMMEDIATE` is the one statement of such a transaction that can wait: for
-    /// another process writing the same file (`invited reprocess` beside the daemon).
-    /// SQLite's busy handler would wait by sleeping this thread, one of the runtime's, so
-    /// the `BEGIN` is tried without it and tried again after an async pause, with backoff
-    /// as SQLite's own, for as long as the busy handler would have waited.
-    pub(super) async fn direct_tx<'w>(
-        &self,
-        writer: &'w mut Writer,
-        durability: Durability,
-    ) -> Result<DirectTx<'w>, StoreError> {
-        Self::close_left_open(writer).await?;
-        let Writer { direct, sqlx, wal_autocheckpoint, left_open } = writer;
-        let change = self.change_synchronous(durability);
-        let begin = if change { durability.pragma_and_begin() } else { "BEGIN IMMEDIATE" };
-        let handle = sqlx.lock_handle().await?;
-        let deadline = Instant::now() + BUSY_TIMEOUT;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match begin_without_waiting(direct, begin) {
-                Ok(()) => break,
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if change {
-            self.writer_synchronous.store(durability.code(), Ordering::Release);
-        }
-        Ok(DirectTx { conn: direct, open: true, wal_autocheckpoint: *wal_autocheckpoint, left_open, _handle: handle })
-    }
-
-    /// Rolls back the transaction a [`DirectTx`] left open on the write connection, if one
-    /// did, before a writer uses it; the writer fails (as the store being unavailable)
-    /// while that fails.
-    async fn close_left_open(writer: &mut Writer) -> Result<(), StoreError> {
-        if writer.left_open {
-            sqlx::raw_sql("ROLLBACK").execute(&mut writer.sqlx).await.map_err(|e| StoreError::Unavailable(e.into()))?;
-            writer.left_open = false;
-            tracing::warn!("a write transaction left open was rolled back");
-        }
-        Ok(())
     }
 
     /// Whether the held write connection must be set to `durability`: not when the last
@@ -372,25 +209,9 @@ fn is_in_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
-/// Runs `begin` (ending in `BEGIN IMMEDIATE`) with SQLite's busy handler off: the file
-/// being busy is an error at once.
-fn begin_without_waiting(conn: &rusqlite::Connection, begin: &str) -> rusqlite::Result<()> {
-    conn.busy_timeout(Duration::ZERO)?;
-    let begun = conn.execute_batch(begin);
-    match conn.busy_timeout(BUSY_TIMEOUT) {
-        Ok(()) => begun,
-        Err(e) => {
-            if begun.is_ok() {
-                conn.execute_batch("ROLLBACK")?;
-            }
-            Err(e)
-        }
-    }
-}
-
 /// Inserts messages inside `tx`; a message whose bytes are already stored (committed, or
 /// earlier in `messages`) gets that id. A few statements for the whole batch, not a few per
-/// message: each statement is a round trip to sqlx's connection thread.
+/// message: each statement is a round trip to the connection's thread.
 pub(super) async fn insert_messages(tx: &mut WriteTx, messages: &[NewMessage]) -> Result<Vec<Spooled>, StoreError> {
     if messages.is_empty() {
         return Ok(Vec::new());
@@ -462,7 +283,7 @@ pub(super) async fn insert_messages(tx: &mut WriteTx, messages: &[NewMessage]) -
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e).into()))
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))
 }
 
 #[async_trait]
@@ -560,55 +381,65 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         decide: &Decide<'_>,
     ) -> Result<RecordedEvent, StoreError> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = self.direct_tx(&mut writer, Durability::Derived).await?;
-        let conn = tx.conn();
+        let mut tx = self.write_tx(Durability::Derived).await?;
         let rid = slot_text(key.recurrence_id);
         // A new event's id comes back from the insert; a known one's takes a second query.
-        let inserted: Option<i64> = conn
-            .prepare_cached(
-                "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (tenant, uid, recurrence_id) DO NOTHING RETURNING id",
-            )?
-            .query_row(params![key.tenant, key.uid, rid, ts(now)], |r| r.get(0))
-            .optional()?;
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (tenant, uid, recurrence_id) DO NOTHING RETURNING id",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(&rid)
+        .bind(ts(now))
+        .fetch_optional(&mut *tx)
+        .await?;
         let event_id: i64 = match inserted {
             Some(id) => id,
-            None => conn
-                .prepare_cached("SELECT id FROM events WHERE tenant = ? AND uid = ? AND recurrence_id = ?")?
-                .query_row(params![key.tenant, key.uid, rid], |r| r.get(0))?,
+            None => {
+                sqlx::query_scalar("SELECT id FROM events WHERE tenant = ? AND uid = ? AND recurrence_id = ?")
+                    .bind(&key.tenant)
+                    .bind(&key.uid)
+                    .bind(&rid)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
         };
 
-        let (version_id, version_is_new) = insert_version(conn, event_id, message_id, version, version_hash, now)?;
-        conn.prepare_cached("INSERT OR IGNORE INTO version_messages (version_id, message_id) VALUES (?, ?)")?
-            .execute(params![version_id, message_id])?;
+        let (version_id, version_is_new) =
+            insert_version(&mut tx, event_id, message_id, version, version_hash, now).await?;
+        sqlx::query("INSERT OR IGNORE INTO version_messages (version_id, message_id) VALUES (?, ?)")
+            .bind(version_id)
+            .bind(message_id)
+            .execute(&mut *tx)
+            .await?;
 
-        let history = load_history(conn, key)?;
+        let history = load_history(&mut tx, key).await?;
         let outcome = decide(&history);
 
-        conn.prepare_cached(
+        sqlx::query(
             "INSERT INTO decisions (event_id, arrived_version_id, version_id, message_id, requester, requester_authenticated,
                                     eligible, reasons, plan, decided_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )?
-        .execute(params![
-            event_id,
-            version_id,
-            outcome.current_version_id,
-            message_id,
-            outcome.requester.as_ref().map(|r| r.email.as_str()),
-            outcome.requester.as_ref().is_some_and(|r| r.authenticated),
-            outcome.decision.eligible,
-            json(&outcome.decision.reasons),
-            outcome.decision.plan.as_ref().map(json),
-            ts(now),
-        ])?;
+        )
+        .bind(event_id)
+        .bind(version_id)
+        .bind(outcome.current_version_id)
+        .bind(message_id)
+        .bind(outcome.requester.as_ref().map(|r| r.email.clone()))
+        .bind(outcome.requester.as_ref().is_some_and(|r| r.authenticated))
+        .bind(outcome.decision.eligible)
+        .bind(json(&outcome.decision.reasons))
+        .bind(outcome.decision.plan.as_ref().map(json))
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
 
-        let created = apply_job_changes(&mut SqliteJobs(tx.conn()), key, &outcome.job_changes, now).await?;
+        let created = apply_job_changes(&mut SqliteJobs(&mut tx), key, &outcome.job_changes, now).await?;
         let reply = match &outcome.reply {
             Some(draft) => Some(
                 super::replies::enqueue(
-                    &mut super::sqlite_replies::SqliteReplies(tx.conn()),
+                    &mut super::sqlite_replies::SqliteReplies(&mut tx),
                     key,
                     message_id,
                     draft,
@@ -618,7 +449,7 @@ impl Store for SqliteStore {
             ),
             None => None,
         };
-        tx.commit()?;
+        tx.commit().await?;
         Ok(RecordedEvent { event_id, version_id, version_is_new, outcome, created, reply })
     }
 
@@ -641,13 +472,12 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         plan: &Replan<'_>,
     ) -> Result<AppliedChanges, StoreError> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = self.direct_tx(&mut writer, Durability::Derived).await?;
+        let mut tx = self.write_tx(Durability::Derived).await?;
         let key = EventKey { tenant: tenant.to_string(), uid: uid.to_string(), recurrence_id: None };
-        let history = load_history(tx.conn(), &key)?;
+        let history = load_history(&mut tx, &key).await?;
         let changes = plan(&history);
-        let created = apply_job_changes(&mut SqliteJobs(tx.conn()), &key, &changes, now).await?;
-        tx.commit()?;
+        let created = apply_job_changes(&mut SqliteJobs(&mut tx), &key, &changes, now).await?;
+        tx.commit().await?;
         Ok(AppliedChanges { changes, created })
     }
 
@@ -739,48 +569,49 @@ impl Store for SqliteStore {
 }
 
 /// Inserts the version unless the identical one is stored; returns its id and whether it is new.
-fn insert_version(
-    conn: &rusqlite::Connection,
+async fn insert_version(
+    tx: &mut WriteTx,
     event_id: i64,
     message_id: i64,
     v: &EventVersion,
     hash: &str,
     now: DateTime<Utc>,
 ) -> Result<(i64, bool), StoreError> {
-    let inserted: Option<i64> = conn
-        .prepare_cached(
-            "INSERT INTO event_versions (event_id, version_hash, message_id, method, sequence, dtstamp, status, start_at, end_at, data, received_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (event_id, version_hash) DO NOTHING RETURNING id",
-        )?
-        .query_row(
-            params![
-                event_id,
-                hash,
-                message_id,
-                v.method,
-                v.sequence,
-                v.dtstamp.map(ts),
-                v.status,
-                v.start.map(ts),
-                v.end.map(ts),
-                json(v),
-                ts(now),
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO event_versions (event_id, version_hash, message_id, method, sequence, dtstamp, status, start_at, end_at, data, received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (event_id, version_hash) DO NOTHING RETURNING id",
+    )
+    .bind(event_id)
+    .bind(hash)
+    .bind(message_id)
+    .bind(&v.method)
+    .bind(v.sequence)
+    .bind(v.dtstamp.map(ts))
+    .bind(&v.status)
+    .bind(v.start.map(ts))
+    .bind(v.end.map(ts))
+    .bind(json(v))
+    .bind(ts(now))
+    .fetch_optional(&mut **tx)
+    .await?;
     if let Some(id) = inserted {
         return Ok((id, true));
     }
-    let id = conn
-        .prepare_cached("SELECT id FROM event_versions WHERE event_id = ? AND version_hash = ?")?
-        .query_row(params![event_id, hash], |r| r.get(0))?;
+    let id = sqlx::query_scalar("SELECT id FROM event_versions WHERE event_id = ? AND version_hash = ?")
+        .bind(event_id)
+        .bind(hash)
+        .fetch_one(&mut **tx)
+        .await?;
     Ok((id, false))
 }
 
-/// The statement of [`load_history`]: one statement, each list a JSON array.
-const LOAD_HISTORY: &str = "SELECT
+/// Everything about the (tenant, UID) of `key`: all its RECURRENCE-IDs, requesters and jobs.
+/// One statement, each list a JSON array: every statement is a round trip to the
+/// connection's thread, and this runs for every processed invite.
+async fn load_history(tx: &mut WriteTx, key: &EventKey) -> Result<EventHistory, StoreError> {
+    let (versions, requesters, jobs, declined, finished): (String, String, String, String, String) = sqlx::query_as(
+        "SELECT
            (SELECT json_group_array(json_array(v.id, v.data, v.received_at) ORDER BY v.id)
               FROM event_versions v JOIN events e ON e.id = v.event_id WHERE e.tenant = ?1 AND e.uid = ?2),
            (SELECT json_group_array(json_array(requester, authenticated) ORDER BY first)
@@ -794,13 +625,12 @@ const LOAD_HISTORY: &str = "SELECT
            (SELECT json_group_array(slot) FROM consent_declines WHERE tenant = ?1 AND event_uid = ?2),
            (SELECT json_group_array(json_array(l.slot, j.kind, j.occurrence_start, j.meeting_url))
               FROM job_links l JOIN jobs j ON j.id = l.job_id
-             WHERE l.tenant = ?1 AND l.event_uid = ?2 AND j.state IN ('done', 'failed'))";
-
-/// Everything about the (tenant, UID) of `key`: all its RECURRENCE-IDs, requesters and jobs.
-fn load_history(conn: &rusqlite::Connection, key: &EventKey) -> Result<EventHistory, StoreError> {
-    let (versions, requesters, jobs, declined, finished): (String, String, String, String, String) = conn
-        .prepare_cached(LOAD_HISTORY)?
-        .query_row(params![key.tenant, key.uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+             WHERE l.tenant = ?1 AND l.event_uid = ?2 AND j.state IN ('done', 'failed'))",
+    )
+    .bind(&key.tenant)
+    .bind(&key.uid)
+    .fetch_one(&mut **tx)
+    .await?;
     let versions = from_json::<Vec<(i64, String, String)>>(&versions)?
         .into_iter()
         .map(|(id, data, received_at)| {
@@ -853,19 +683,22 @@ fn load_history(conn: &rusqlite::Connection, key: &EventKey) -> Result<EventHist
     })
 }
 
-/// The job statements for SQLite, inside a [`DirectTx`]. Each runs to its end before it
-/// returns: the futures never wait.
-struct SqliteJobs<'t>(&'t mut rusqlite::Connection);
+/// The job statements for SQLite, inside a write transaction.
+struct SqliteJobs<'t>(&'t mut WriteTx);
 
 #[async_trait]
 impl JobOps for SqliteJobs<'_> {
     async fn clear_stale_link(&mut self, key: &EventKey, spec: &JobSpec) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "DELETE FROM job_links WHERE tenant = ? AND event_uid = ? AND slot = ? AND kind = ?
-                   AND job_id NOT IN (SELECT id FROM jobs WHERE state IN ('scheduled', 'claimed'))",
-            )?
-            .execute(params![key.tenant, key.uid, slot_text(spec.slot), spec.kind.as_str()])?;
+        sqlx::query(
+            "DELETE FROM job_links WHERE tenant = ? AND event_uid = ? AND slot = ? AND kind = ?
+               AND job_id NOT IN (SELECT id FROM jobs WHERE state IN ('scheduled', 'claimed'))",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(slot_text(spec.slot))
+        .bind(spec.kind.as_str())
+        .execute(&mut **self.0)
+        .await?;
         Ok(())
     }
 
@@ -875,125 +708,123 @@ impl JobOps for SqliteJobs<'_> {
         spec: &JobSpec,
         except: Option<i64>,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .0
-            .prepare_cached(
-                "SELECT id FROM jobs WHERE tenant = ? AND meeting_url = ? AND occurrence_start = ? AND kind = ?
-                   AND state IN ('scheduled', 'claimed') AND id <> ? ORDER BY id LIMIT 1",
-            )?
-            .query_row(
-                params![
-                    key.tenant,
-                    spec.meeting_url,
-                    ts(spec.occurrence_start),
-                    spec.kind.as_str(),
-                    except.unwrap_or(-1)
-                ],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE tenant = ? AND meeting_url = ? AND occurrence_start = ? AND kind = ?
+               AND state IN ('scheduled', 'claimed') AND id <> ? ORDER BY id LIMIT 1",
+        )
+        .bind(&key.tenant)
+        .bind(&spec.meeting_url)
+        .bind(ts(spec.occurrence_start))
+        .bind(spec.kind.as_str())
+        .bind(except.unwrap_or(-1))
+        .fetch_optional(&mut **self.0)
+        .await?)
     }
 
     async fn insert_job(&mut self, key: &EventKey, spec: &JobSpec, now: DateTime<Utc>) -> Result<i64, StoreError> {
-        Ok(self
-            .0
-            .prepare_cached(
-                "INSERT INTO jobs (tenant, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
-                                   provider, meeting_url, flags, requesters, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
-            )?
-            .query_row(
-                params![
-                    key.tenant,
-                    key.uid,
-                    slot_text(spec.slot),
-                    ts(spec.occurrence_start),
-                    ts(spec.occurrence_end),
-                    spec.kind.as_str(),
-                    ts(spec.run_at),
-                    spec.provider,
-                    spec.meeting_url,
-                    json(&spec.flags),
-                    json(&spec.requesters),
-                    ts(now),
-                    ts(now),
-                ],
-                |r| r.get(0),
-            )?)
+        Ok(sqlx::query_scalar(
+            "INSERT INTO jobs (tenant, event_uid, slot, occurrence_start, occurrence_end, kind, run_at, state,
+                               provider, meeting_url, flags, requesters, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(slot_text(spec.slot))
+        .bind(ts(spec.occurrence_start))
+        .bind(ts(spec.occurrence_end))
+        .bind(spec.kind.as_str())
+        .bind(ts(spec.run_at))
+        .bind(&spec.provider)
+        .bind(&spec.meeting_url)
+        .bind(json(&spec.flags))
+        .bind(json(&spec.requesters))
+        .bind(ts(now))
+        .bind(ts(now))
+        .fetch_one(&mut **self.0)
+        .await?)
     }
 
     async fn insert_link(&mut self, job_id: i64, key: &EventKey, spec: &JobSpec) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "INSERT INTO job_links (job_id, tenant, event_uid, slot, kind, requesters) VALUES (?, ?, ?, ?, ?, ?)",
-            )?
-            .execute(params![
-                job_id,
-                key.tenant,
-                key.uid,
-                slot_text(spec.slot),
-                spec.kind.as_str(),
-                json(&spec.requesters)
-            ])?;
+        sqlx::query(
+            "INSERT INTO job_links (job_id, tenant, event_uid, slot, kind, requesters) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(job_id)
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(slot_text(spec.slot))
+        .bind(spec.kind.as_str())
+        .bind(json(&spec.requesters))
+        .execute(&mut **self.0)
+        .await?;
         Ok(())
     }
 
     async fn other_links(&mut self, job_id: i64, key: &EventKey) -> Result<i64, StoreError> {
-        Ok(self
-            .0
-            .prepare_cached("SELECT COUNT(*) FROM job_links WHERE job_id = ? AND NOT (tenant = ? AND event_uid = ?)")?
-            .query_row(params![job_id, key.tenant, key.uid], |r| r.get(0))?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM job_links WHERE job_id = ? AND NOT (tenant = ? AND event_uid = ?)")
+            .bind(job_id)
+            .bind(&key.tenant)
+            .bind(&key.uid)
+            .fetch_one(&mut **self.0)
+            .await?)
     }
 
     async fn update_job(&mut self, job_id: i64, spec: &JobSpec, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "UPDATE jobs SET occurrence_start = ?, occurrence_end = ?, run_at = ?, provider = ?,
-                                 meeting_url = ?, flags = ?, updated_at = ? WHERE id = ? AND state = 'scheduled'",
-            )?
-            .execute(params![
-                ts(spec.occurrence_start),
-                ts(spec.occurrence_end),
-                ts(spec.run_at),
-                spec.provider,
-                spec.meeting_url,
-                json(&spec.flags),
-                ts(now),
-                job_id
-            ])?;
+        sqlx::query(
+            "UPDATE jobs SET occurrence_start = ?, occurrence_end = ?, run_at = ?, provider = ?,
+                             meeting_url = ?, flags = ?, updated_at = ? WHERE id = ? AND state = 'scheduled'",
+        )
+        .bind(ts(spec.occurrence_start))
+        .bind(ts(spec.occurrence_end))
+        .bind(ts(spec.run_at))
+        .bind(&spec.provider)
+        .bind(&spec.meeting_url)
+        .bind(json(&spec.flags))
+        .bind(ts(now))
+        .bind(job_id)
+        .execute(&mut **self.0)
+        .await?;
         Ok(())
     }
 
     async fn update_link(&mut self, job_id: i64, key: &EventKey, spec: &JobSpec) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached(
-                "UPDATE job_links SET slot = ?, requesters = ? WHERE job_id = ? AND tenant = ? AND event_uid = ?",
-            )?
-            .execute(params![slot_text(spec.slot), json(&spec.requesters), job_id, key.tenant, key.uid])?;
+        sqlx::query("UPDATE job_links SET slot = ?, requesters = ? WHERE job_id = ? AND tenant = ? AND event_uid = ?")
+            .bind(slot_text(spec.slot))
+            .bind(json(&spec.requesters))
+            .bind(job_id)
+            .bind(&key.tenant)
+            .bind(&key.uid)
+            .execute(&mut **self.0)
+            .await?;
         Ok(())
     }
 
     async fn delete_link(&mut self, job_id: i64, key: &EventKey) -> Result<(), StoreError> {
-        self.0
-            .prepare_cached("DELETE FROM job_links WHERE job_id = ? AND tenant = ? AND event_uid = ?")?
-            .execute(params![job_id, key.tenant, key.uid])?;
+        sqlx::query("DELETE FROM job_links WHERE job_id = ? AND tenant = ? AND event_uid = ?")
+            .bind(job_id)
+            .bind(&key.tenant)
+            .bind(&key.uid)
+            .execute(&mut **self.0)
+            .await?;
         Ok(())
     }
 
     async fn cancel_job(&mut self, job_id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
         // Only a job still to run: one a recorder finished stays as it ended.
-        self.0
-            .prepare_cached(
-                "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ? AND state IN ('scheduled', 'claimed')",
-            )?
-            .execute(params![ts(now), job_id])?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', updated_at = ? WHERE id = ? AND state IN ('scheduled', 'claimed')",
+        )
+        .bind(ts(now))
+        .bind(job_id)
+        .execute(&mut **self.0)
+        .await?;
         Ok(())
     }
 
     async fn link_requesters(&mut self, job_id: i64) -> Result<Vec<String>, StoreError> {
-        let mut statement = self.0.prepare_cached("SELECT requesters FROM job_links WHERE job_id = ? ORDER BY id")?;
-        let rows = statement.query_map(params![job_id], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(sqlx::query_scalar("SELECT requesters FROM job_links WHERE job_id = ? ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&mut **self.0)
+            .await?)
     }
 
     async fn set_job_requesters(
@@ -1002,11 +833,12 @@ impl JobOps for SqliteJobs<'_> {
         requesters: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.0.prepare_cached("UPDATE jobs SET requesters = ?, updated_at = ? WHERE id = ?")?.execute(params![
-            requesters,
-            ts(now),
-            job_id
-        ])?;
+        sqlx::query("UPDATE jobs SET requesters = ?, updated_at = ? WHERE id = ?")
+            .bind(requesters)
+            .bind(ts(now))
+            .bind(job_id)
+            .execute(&mut **self.0)
+            .await?;
         Ok(())
     }
 }
@@ -1015,36 +847,18 @@ impl JobOps for SqliteJobs<'_> {
 mod tests {
     use super::*;
 
-    /// The three ways a writer holds the write connection.
-    #[derive(Debug, Clone, Copy)]
-    enum Via {
-        Conn,
-        Tx,
-        Direct,
-    }
-
-    /// `PRAGMA synchronous` on the write connection taken for `durability` through `via`:
-    /// 1 is NORMAL, 2 is FULL.
-    async fn synchronous(store: &SqliteStore, durability: Durability, via: Via) -> i64 {
+    /// `PRAGMA synchronous` on the write connection taken for `durability`, alone (`tx`
+    /// false) or as a transaction: 1 is NORMAL, 2 is FULL.
+    async fn synchronous(store: &SqliteStore, durability: Durability, tx: bool) -> i64 {
         let query = sqlx::query_scalar("PRAGMA synchronous");
-        match via {
-            Via::Conn => {
-                let mut conn = store.write_conn(durability).await.expect("write connection");
-                query.fetch_one(&mut *conn).await.expect("pragma")
-            }
-            Via::Tx => {
-                let mut tx = store.write_tx(durability).await.expect("begin");
-                let level = query.fetch_one(&mut *tx).await.expect("pragma");
-                tx.commit().await.expect("commit");
-                level
-            }
-            Via::Direct => {
-                let mut writer = store.writer.lock().await;
-                let mut tx = store.direct_tx(&mut writer, durability).await.expect("begin");
-                let level = tx.conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma");
-                tx.commit().expect("commit");
-                level
-            }
+        if tx {
+            let mut tx = store.write_tx(durability).await.expect("begin");
+            let level = query.fetch_one(&mut *tx).await.expect("pragma");
+            tx.commit().await.expect("commit");
+            level
+        } else {
+            let mut conn = store.write_conn(durability).await.expect("write connection");
+            query.fetch_one(&mut *conn).await.expect("pragma")
         }
     }
 
@@ -1060,13 +874,12 @@ mod tests {
             Durability::Derived,
             Durability::Synced,
         ];
-        // Each order through each way alone, then the three taking turns.
-        let vias = [Via::Tx, Via::Conn, Via::Direct];
-        let alone = vias.iter().flat_map(|via| order.iter().map(move |d| (*d, *via)));
-        let turns = order.iter().chain(&order).enumerate().map(|(i, d)| (*d, vias[i % vias.len()]));
-        for (durability, via) in alone.chain(turns) {
-            let want = if durability == Durability::Synced { 2 } else { 1 };
-            assert_eq!(synchronous(&store, durability, via).await, want, "{durability:?} via {via:?}");
+        // Each order, once through transactions and once through the plain connection,
+        // then alternating between the two.
+        for (i, durability) in order.iter().chain(&order).chain(&order).enumerate() {
+            let tx = if i < order.len() * 2 { i < order.len() } else { i % 2 == 0 };
+            let want = if *durability == Durability::Synced { 2 } else { 1 };
+            assert_eq!(synchronous(&store, *durability, tx).await, want, "{durability:?}, transaction: {tx}");
         }
     }
 
@@ -1092,160 +905,6 @@ mod tests {
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&store.pool).await.expect("count");
         assert_eq!((kept.len(), count), (1, 1));
-    }
-
-    #[tokio::test]
-    async fn a_direct_transaction_dropped_without_commit_is_rolled_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open");
-        let insert = "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES ('acme', ?, '', '2026-12-04')";
-        {
-            let mut writer = store.writer.lock().await;
-            let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin");
-            tx.conn().execute(insert, ["dropped"]).expect("insert");
-        }
-        // sqlx has the handle back, with no transaction left open on it...
-        let mut tx = store.write_tx(Durability::Derived).await.expect("begin after a dropped direct transaction");
-        sqlx::query(insert).bind("through sqlx").execute(&mut *tx).await.expect("insert");
-        tx.commit().await.expect("commit");
-        // ...and so has the next direct writer.
-        {
-            let mut writer = store.writer.lock().await;
-            let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin again");
-            tx.conn().execute(insert, ["direct"]).expect("insert");
-            tx.commit().expect("commit");
-        }
-        let uids: Vec<String> =
-            sqlx::query_scalar("SELECT uid FROM events ORDER BY id").fetch_all(&store.pool).await.expect("uids");
-        assert_eq!(uids, ["through sqlx", "direct"]);
-    }
-
-    /// A transaction a failed rollback left open is rolled back before the next writer runs
-    /// anything, whichever way that writer holds the connection.
-    #[tokio::test]
-    async fn a_transaction_left_open_is_rolled_back_for_the_next_writer() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open");
-        let insert = "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES ('acme', ?, '', '2026-12-04')";
-        async fn leave_open(store: &SqliteStore, insert: &str, uid: &str) {
-            let mut writer = store.writer.lock().await;
-            let Writer { direct, sqlx, left_open, .. } = &mut *writer;
-            let _handle = sqlx.lock_handle().await.expect("lock the handle");
-            direct.execute_batch("BEGIN IMMEDIATE").expect("begin");
-            direct.execute(insert, [uid]).expect("insert");
-            *left_open = true;
-        }
-        leave_open(&store, insert, "left open").await;
-        let mut conn = store.write_conn(Durability::Synced).await.expect("write connection");
-        sqlx::query(insert).bind("plain").execute(&mut *conn).await.expect("insert");
-        drop(conn);
-        leave_open(&store, insert, "left open again").await;
-        let mut writer = store.writer.lock().await;
-        let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin");
-        tx.conn().execute(insert, ["direct"]).expect("insert");
-        tx.commit().expect("commit");
-        drop(writer);
-        let uids: Vec<String> =
-            sqlx::query_scalar("SELECT uid FROM events ORDER BY id").fetch_all(&store.pool).await.expect("uids");
-        assert_eq!(uids, ["plain", "direct"]);
-    }
-
-    /// A panic while a record's transaction is open (hostile mail reaching a bug in the
-    /// decision) rolls it back and leaves the store to the next writer.
-    #[tokio::test]
-    async fn a_panic_inside_a_direct_transaction_rolls_it_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            Arc::new(SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open"));
-        let panicking = Arc::clone(&store);
-        let panicked = tokio::spawn(async move {
-            panicking
-                .replan("acme", "uid", Utc::now(), &|_| {
-                    panic!("planning failed");
-                })
-                .await
-        })
-        .await;
-        assert!(panicked.is_err_and(|e| e.is_panic()));
-        store.replan("acme", "uid", Utc::now(), &|_| Vec::new()).await.expect("replan after the panic");
-        let mut writer = store.writer.lock().await;
-        let Writer { direct, sqlx, .. } = &mut *writer;
-        let _handle = sqlx.lock_handle().await.expect("lock the handle");
-        assert!(direct.is_autocommit(), "a transaction is still open");
-    }
-
-    /// On a single-threaded runtime, as the daemon's tests run: a `BEGIN` that slept in
-    /// SQLite's busy handler would hold the only thread, and the other writer could never
-    /// commit.
-    #[tokio::test]
-    async fn a_direct_transaction_waits_for_another_process_without_blocking_the_runtime() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = SqliteStore::open(&url).await.expect("open");
-        let other = SqliteStore::open(&url).await.expect("open a second time, as another process would");
-        let insert = "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES ('acme', ?, '', '2026-12-04')";
-        let mut held = other.write_tx(Durability::Synced).await.expect("the other writer begins");
-        sqlx::query(insert).bind("other").execute(&mut *held).await.expect("insert");
-        let other_commits = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            held.commit().await.expect("the other writer commits");
-        };
-        let direct = async {
-            let mut writer = store.writer.lock().await;
-            let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin once the file is free");
-            tx.conn().execute(insert, ["direct"]).expect("insert");
-            tx.commit().expect("commit");
-        };
-        tokio::join!(other_commits, direct);
-        let uids: Vec<String> =
-            sqlx::query_scalar("SELECT uid FROM events ORDER BY id").fetch_all(&store.pool).await.expect("uids");
-        assert_eq!(uids, ["other", "direct"]);
-    }
-
-    /// A record's statements are prepared once, whatever values later calls bind.
-    #[tokio::test]
-    async fn the_history_statement_is_prepared_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&format!("sqlite://{}/t.db", dir.path().display())).await.expect("open");
-        for uid in ["a", "b", "a"] {
-            store.replan("acme", uid, Utc::now(), &|_| Vec::new()).await.expect("replan");
-        }
-        let mut writer = store.writer.lock().await;
-        let Writer { direct, sqlx, .. } = &mut *writer;
-        let _handle = sqlx.lock_handle().await.expect("lock the handle");
-        let statement = direct.prepare_cached(LOAD_HISTORY).expect("cached");
-        assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0);
-    }
-
-    /// Checkpointing copies the WAL into the database file, so the file's length tells
-    /// whether a commit checkpointed.
-    #[tokio::test]
-    async fn a_direct_commit_leaves_checkpointing_to_sqlx() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.db");
-        let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.expect("open");
-        // A mark of one page: every commit is past it.
-        store.writer.lock().await.wal_autocheckpoint = 1;
-        let mut conn = store.write_conn(Durability::Synced).await.expect("write connection");
-        sqlx::query("PRAGMA wal_autocheckpoint = 1").execute(&mut *conn).await.expect("pragma");
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *conn).await.expect("checkpoint");
-        drop(conn);
-        let length = || std::fs::metadata(&path).expect("database file").len();
-        let insert = "INSERT INTO events (tenant, uid, recurrence_id, created_at) VALUES ('acme', ?, '', '2026-12-04')";
-        let before = length();
-        {
-            let mut writer = store.writer.lock().await;
-            let mut tx = store.direct_tx(&mut writer, Durability::Derived).await.expect("begin");
-            for i in 0..200 {
-                tx.conn().execute(insert, [format!("{i:0>500}")]).expect("insert");
-            }
-            tx.commit().expect("commit");
-        }
-        assert_eq!(length(), before, "the direct commit checkpointed");
-        let mut tx = store.write_tx(Durability::Derived).await.expect("begin");
-        sqlx::query(insert).bind("through sqlx").execute(&mut *tx).await.expect("insert");
-        tx.commit().await.expect("commit");
-        assert!(length() > before, "the next commit through sqlx did not checkpoint");
     }
 
     #[tokio::test]

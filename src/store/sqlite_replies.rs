@@ -3,11 +3,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::{params, OptionalExtension};
 
 use super::replies::{ClaimedReply, ReplyDraft, ReplyOps, ReplyQueue};
-use super::sqlite::Durability;
 use super::sqlite::SqliteStore;
+use super::sqlite::{Durability, WriteTx};
 use super::{ts, EventKey, StoreError};
 
 type ReplyRow = (i64, String, String, String, String, Option<String>, Option<String>, String, String, i64);
@@ -17,9 +16,8 @@ fn claimed(row: ReplyRow) -> ClaimedReply {
     ClaimedReply { id, tenant, recipient, sender, subject, in_reply_to, references, body_text, body_html, attempts }
 }
 
-/// The queueing statements on SQLite, inside the decision's [`DirectTx`](super::sqlite::DirectTx).
-/// Each runs to its end before it returns: the futures never wait.
-pub(super) struct SqliteReplies<'t>(pub &'t mut rusqlite::Connection);
+/// The queueing statements on SQLite, inside the decision's `BEGIN IMMEDIATE` transaction.
+pub(super) struct SqliteReplies<'t>(pub &'t mut WriteTx);
 
 #[async_trait]
 impl ReplyOps for SqliteReplies<'_> {
@@ -35,14 +33,17 @@ impl ReplyOps for SqliteReplies<'_> {
         message_id: i64,
         recipient: &str,
     ) -> Result<bool, StoreError> {
-        let already: Option<i64> = self
-            .0
-            .prepare_cached(
-                "SELECT id FROM replies WHERE message_id = ? AND tenant = ? AND event_uid = ? AND recurrence_id = ?
-                                           AND recipient = ?",
-            )?
-            .query_row(params![message_id, key.tenant, key.uid, rid, recipient], |r| r.get(0))
-            .optional()?;
+        let already: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM replies WHERE message_id = ? AND tenant = ? AND event_uid = ? AND recurrence_id = ?
+                                       AND recipient = ?",
+        )
+        .bind(message_id)
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(rid)
+        .bind(recipient)
+        .fetch_optional(&mut **self.0)
+        .await?;
         Ok(already.is_some())
     }
 
@@ -52,21 +53,24 @@ impl ReplyOps for SqliteReplies<'_> {
         rid: &str,
         recipient: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .0
-            .prepare_cached(
-                "SELECT fingerprint FROM replies WHERE tenant = ? AND event_uid = ? AND recurrence_id = ? AND recipient = ?
-                 ORDER BY id DESC LIMIT 1",
-            )?
-            .query_row(params![key.tenant, key.uid, rid, recipient], |r| r.get(0))
-            .optional()?)
+        Ok(sqlx::query_scalar(
+            "SELECT fingerprint FROM replies WHERE tenant = ? AND event_uid = ? AND recurrence_id = ? AND recipient = ?
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(rid)
+        .bind(recipient)
+        .fetch_optional(&mut **self.0)
+        .await?)
     }
 
     async fn replies_since(&mut self, recipient: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
-        Ok(self
-            .0
-            .prepare_cached("SELECT COUNT(*) FROM replies WHERE recipient = ? AND created_at > ?")?
-            .query_row(params![recipient, ts(since)], |r| r.get(0))?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM replies WHERE recipient = ? AND created_at > ?")
+            .bind(recipient)
+            .bind(ts(since))
+            .fetch_one(&mut **self.0)
+            .await?)
     }
 
     async fn insert_reply(
@@ -77,34 +81,29 @@ impl ReplyOps for SqliteReplies<'_> {
         draft: &ReplyDraft,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        Ok(self
-            .0
-            .prepare_cached(
-                "INSERT INTO replies (tenant, event_uid, recurrence_id, message_id, recipient, outcome, fingerprint, sender,
-                                      subject, in_reply_to, thread_references, body_text, body_html, state,
-                                      next_attempt_at, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
-            )?
-            .query_row(
-                params![
-                    key.tenant,
-                    key.uid,
-                    rid,
-                    message_id,
-                    draft.recipient,
-                    draft.outcome.as_str(),
-                    draft.fingerprint,
-                    draft.sender,
-                    draft.subject,
-                    draft.in_reply_to,
-                    draft.references,
-                    draft.body_text,
-                    draft.body_html,
-                    ts(now),
-                    ts(now),
-                ],
-                |r| r.get(0),
-            )?)
+        Ok(sqlx::query_scalar(
+            "INSERT INTO replies (tenant, event_uid, recurrence_id, message_id, recipient, outcome, fingerprint, sender,
+                                  subject, in_reply_to, thread_references, body_text, body_html, state,
+                                  next_attempt_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?) RETURNING id",
+        )
+        .bind(&key.tenant)
+        .bind(&key.uid)
+        .bind(rid)
+        .bind(message_id)
+        .bind(&draft.recipient)
+        .bind(draft.outcome.as_str())
+        .bind(&draft.fingerprint)
+        .bind(&draft.sender)
+        .bind(&draft.subject)
+        .bind(&draft.in_reply_to)
+        .bind(&draft.references)
+        .bind(&draft.body_text)
+        .bind(&draft.body_html)
+        .bind(ts(now))
+        .bind(ts(now))
+        .fetch_one(&mut **self.0)
+        .await?)
     }
 }
 
